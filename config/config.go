@@ -83,9 +83,9 @@ type Log struct {
 // Default returns the defaults.
 func Default() Config {
 	return Config{
-		DataDir:  "./cove-data",
-		HTTP:     HTTP{Addr: "127.0.0.1:7100", MaxBodyBytes: 1 << 20},
-		NATS:     NATS{Host: "127.0.0.1", Port: 7422},
+		DataDir: "./cove-data",
+		HTTP:    HTTP{Addr: "127.0.0.1:7100", MaxBodyBytes: 1 << 20},
+		NATS:    NATS{Host: "127.0.0.1", Port: 7422},
 		Auth: Auth{
 			OpenSignup: true, AccessTTL: 15 * time.Minute, RefreshTTL: 30 * 24 * time.Hour, MaxTokenTTL: 365 * 24 * time.Hour,
 			Argon2: identity.DefaultArgon2, LoginBurstPerEmail: 10, LoginBurstPerClient: 30, LoginRefill: 6 * time.Second,
