@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"reflect"
 	"strconv"
 	"strings"
@@ -136,6 +137,11 @@ func handle[In, Out any](s *Server, tag, pattern, summary string, fn func(*Call,
 // It returns the status written.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt *route, run func(*Call) (any, error)) int {
 	c := &Call{R: r}
+	if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+		err := cove.Errorf(cove.Invalid, "the query string is malformed; percent-encode its values")
+		writeError(w, r, s.log, err)
+		return StatusOf(cove.Invalid)
+	}
 	if !rt.public {
 		bearer, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		p, err := s.identity.Authenticate(r.Context(), strings.TrimSpace(bearer))
