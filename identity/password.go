@@ -16,9 +16,9 @@ import (
 // raise them. Hashes record their own parameters, so raising them later
 // keeps old passwords valid and rehashes them at the next login.
 type Argon2Params struct {
-	MemoryKiB uint32 `koanf:"memory_kib"`
-	Time      uint32 `koanf:"time"`
-	Threads   uint8  `koanf:"threads"`
+	MemoryKiB uint32 `koanf:"memory_kib" doc:"argon2id memory per hash, KiB"`
+	Time      uint32 `koanf:"time" doc:"argon2id passes"`
+	Threads   uint8  `koanf:"threads" doc:"argon2id lanes"`
 }
 
 // DefaultArgon2 is used when no parameters are configured.
