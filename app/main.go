@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,9 +59,11 @@ type Main struct {
 	// DevPassword is the seeded admin's password with --dev.
 	DevPassword string
 
-	ln   net.Listener
-	http *http.Server
-	done chan error
+	ln        net.Listener
+	http      *http.Server
+	done      chan error
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // NewMain returns a Main for cfg that logs to logOut and prints to out.
@@ -95,7 +98,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.Authz = authz.New(m.AuthzDB)
 	if m.Bus, err = natsbus.Open(ctx, natsbus.Config{
 		URL: cfg.NATS.URL, CredsFile: cfg.NATS.CredsFile, DataDir: filepath.Join(cfg.DataDir, "nats"),
-		Host: cfg.NATS.Host, Port: cfg.NATS.Port, Logger: m.Log.With("component", "nats"),
+		Host: cfg.NATS.Host, Port: cfg.NATS.Port, Logger: m.Log,
 	}); err != nil {
 		return err
 	}
@@ -158,8 +161,14 @@ func (m *Main) Run(ctx context.Context) (err error) {
 }
 
 // Close shuts down gracefully: stop taking requests, let running ones end
-// (up to 10 s), then close the bus and the stores.
+// (up to 10 s), then close the bus and the stores. Calling it again returns
+// the first call's result.
 func (m *Main) Close() error {
+	m.closeOnce.Do(func() { m.closeErr = m.close() })
+	return m.closeErr
+}
+
+func (m *Main) close() error {
 	var errs []error
 	if m.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -151,6 +151,7 @@ func TestAPI(t *testing.T) {
 				code                                   cove.Code
 			}{
 				{"health", "GET", "/healthz", "", "", "", 200, ""},
+				{"version", "GET", "/api/v1/version", "/api/v1/version", "", "", 200, ""},
 				{"me", "GET", "/api/v1/me", "/api/v1/me", "owner", "", 200, ""},
 				{"no credential", "GET", "/api/v1/me", "/api/v1/me", "", "", 401, cove.Unauthenticated},
 				{"garbage credential", "GET", "/api/v1/me", "/api/v1/me", "not-a-token", "", 401, cove.Unauthenticated},

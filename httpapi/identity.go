@@ -30,8 +30,18 @@ type UserUpdate struct {
 	Disabled *bool `json:"disabled,omitempty"`
 }
 
+// VersionInfo names the running server's version.
+type VersionInfo struct {
+	Version string `json:"version"`
+	API     string `json:"api"`
+}
+
 func (s *Server) addIdentityRoutes() {
 	const tag = "identity"
+	handle(s, "meta", "GET /api/v1/version", "The server's version",
+		func(c *Call, _ Empty) (VersionInfo, error) {
+			return VersionInfo{Version: s.version, API: apiVersion}, nil
+		}, public())
 	handle(s, tag, "POST /api/v1/signup", "Create an account; the first one becomes platform admin",
 		func(c *Call, in identity.SignupInput) (*identity.User, error) {
 			return s.identity.Signup(c.Ctx(), cove.Principal{}, in)

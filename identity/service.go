@@ -405,7 +405,7 @@ func (s *Service) CreateToken(ctx context.Context, p cove.Principal, name string
 		return nil, err
 	}
 	if ttl == 0 {
-		ttl = DefaultTokenTTL
+		ttl = min(DefaultTokenTTL, s.cfg.MaxTokenTTL)
 	}
 	if ttl < time.Minute || ttl > s.cfg.MaxTokenTTL {
 		return nil, cove.Errorf(cove.Invalid, "a token lives between one minute and %s", s.cfg.MaxTokenTTL).WithDetails(cove.Detail{Field: "expires_in", Message: "out of range"})

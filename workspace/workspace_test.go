@@ -85,14 +85,26 @@ func TestRolesAndIsolation(t *testing.T) {
 			{"viewer reads", viewer, func(p cove.Principal) error { _, err := s.Get(ctx, p, ws.ID); return err }, ""},
 			{"viewer lists members", viewer, func(p cove.Principal) error { _, err := s.Members(ctx, p, ws.ID, cove.Page{}); return err }, ""},
 			{"viewer renames", viewer, func(p cove.Principal) error { _, err := s.Rename(ctx, p, ws.ID, "x"); return err }, cove.Forbidden},
-			{"viewer invites", viewer, func(p cove.Principal) error { _, err := s.Invite(ctx, p, ws.ID, "n@x.io", workspace.Viewer); return err }, cove.Forbidden},
-			{"member invites", member, func(p cove.Principal) error { _, err := s.Invite(ctx, p, ws.ID, "n@x.io", workspace.Viewer); return err }, cove.Forbidden},
+			{"viewer invites", viewer, func(p cove.Principal) error {
+				_, err := s.Invite(ctx, p, ws.ID, "n@x.io", workspace.Viewer)
+				return err
+			}, cove.Forbidden},
+			{"member invites", member, func(p cove.Principal) error {
+				_, err := s.Invite(ctx, p, ws.ID, "n@x.io", workspace.Viewer)
+				return err
+			}, cove.Forbidden},
 			{"member deletes", member, func(p cove.Principal) error { return s.Delete(ctx, p, ws.ID) }, cove.Forbidden},
 			{"admin invites an owner", admin, func(p cove.Principal) error { _, err := s.Invite(ctx, p, ws.ID, "n@x.io", workspace.Owner); return err }, cove.Forbidden},
-			{"admin demotes the owner", admin, func(p cove.Principal) error { _, err := s.ChangeRole(ctx, p, ws.ID, owner.UserID, workspace.Viewer); return err }, cove.Forbidden},
+			{"admin demotes the owner", admin, func(p cove.Principal) error {
+				_, err := s.ChangeRole(ctx, p, ws.ID, owner.UserID, workspace.Viewer)
+				return err
+			}, cove.Forbidden},
 			{"admin removes the owner", admin, func(p cove.Principal) error { return s.RemoveMember(ctx, p, ws.ID, owner.UserID) }, cove.Forbidden},
 			{"admin deletes", admin, func(p cove.Principal) error { return s.Delete(ctx, p, ws.ID) }, cove.Forbidden},
-			{"admin invites a member", admin, func(p cove.Principal) error { _, err := s.Invite(ctx, p, ws.ID, "n@x.io", workspace.Member); return err }, ""},
+			{"admin invites a member", admin, func(p cove.Principal) error {
+				_, err := s.Invite(ctx, p, ws.ID, "n@x.io", workspace.Member)
+				return err
+			}, ""},
 			{"bad role", admin, func(p cove.Principal) error { _, err := s.Invite(ctx, p, ws.ID, "n@x.io", "root"); return err }, cove.Invalid},
 			{"bad email", admin, func(p cove.Principal) error { _, err := s.Invite(ctx, p, ws.ID, "nope", workspace.Member); return err }, cove.Invalid},
 			// A stranger learns nothing about ws: the same answer as for no workspace at all.
