@@ -53,6 +53,9 @@ type Main struct {
 	Identity  *identity.Service
 	Workspace *workspace.Service
 	API       *httpapi.Server
+	// Catalog fields.
+	// Computation fields.
+	// Node fields.
 
 	// URL is the base URL of the API once Run has returned.
 	URL string
@@ -134,6 +137,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Ready:    map[string]httpapi.Pinger{"database": m.DB, "nats": pingFunc(m.Bus.Ready)},
 		Registry: reg, Log: m.Log, MaxBodyBytes: cfg.HTTP.MaxBodyBytes, Version: Version,
 	})
+
+	// Catalog wiring.
+	// Computation wiring.
+	// Node wiring.
 
 	if cfg.Dev {
 		if err := m.seed(ctx); err != nil {

@@ -72,6 +72,9 @@ This command talks to a Cove server's REST API. Start with:
 		a.signupCommand(), a.loginCommand(), a.logoutCommand(), a.whoamiCommand(),
 		a.workspaceCommand(), a.tokenCommand(), a.userCommand(), a.auditCommand(),
 	)
+	a.addCatalogCommands(root)
+	a.addComputationCommands(root)
+	a.addNodeCommands(root)
 	root.AddCommand(extra...)
 
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {

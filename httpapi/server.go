@@ -8,6 +8,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,7 +53,9 @@ type Server struct {
 	mux       *http.ServeMux
 	routes    []*route
 	metrics   metrics
-	openapi   []byte
+
+	openapiOnce sync.Once
+	openapi     []byte
 }
 
 type metrics struct {
@@ -83,7 +86,6 @@ func New(d Deps) *Server {
 	reg.MustRegister(s.metrics.requests, s.metrics.latency)
 	s.addIdentityRoutes()
 	s.addWorkspaceRoutes()
-	s.openapi = s.buildOpenAPI()
 
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -92,7 +94,7 @@ func New(d Deps) *Server {
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("GET /api/v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(s.openapi)
+		_, _ = w.Write(s.OpenAPI())
 	})
 	return s
 }
@@ -106,11 +108,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(w, r)
 }
 
+// Route groups beyond identity and workspaces are added after New with
+// their Mount methods (MountCatalog, MountComputations, MountNodes), each in
+// its own file, before the server starts serving.
+
 // Handle mounts another handler, such as the web UI, on the same mux.
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
-// OpenAPI returns the generated OpenAPI document.
-func (s *Server) OpenAPI() []byte { return s.openapi }
+// OpenAPI returns the OpenAPI document, generated from the routes at its
+// first use, so that it includes every route group mounted before serving.
+func (s *Server) OpenAPI() []byte {
+	s.openapiOnce.Do(func() { s.openapi = s.buildOpenAPI() })
+	return s.openapi
+}
 
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
