@@ -48,12 +48,19 @@ func (s *Server) buildOpenAPI() []byte {
 		if params != nil {
 			op["parameters"] = params
 		}
+		binary := map[string]any{"type": "string", "format": "binary"}
 		if rt.in != nil {
 			op["requestBody"] = map[string]any{"required": true, "content": map[string]any{"application/json": map[string]any{"schema": schema(rt.in)}}}
+		}
+		if rt.rawIn != "" {
+			op["requestBody"] = map[string]any{"required": true, "content": map[string]any{rt.rawIn: map[string]any{"schema": binary}}}
 		}
 		ok := map[string]any{"description": http.StatusText(rt.status)}
 		if rt.out != nil {
 			ok["content"] = map[string]any{"application/json": map[string]any{"schema": schema(rt.out)}}
+		}
+		if rt.rawOut != "" {
+			ok["content"] = map[string]any{rt.rawOut: map[string]any{"schema": binary}}
 		}
 		op["responses"] = map[string]any{itoa(rt.status): ok, "default": errResp}
 		if rt.public {

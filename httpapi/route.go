@@ -29,10 +29,16 @@ type List[T any] struct {
 	NextCursor string `json:"next_cursor,omitempty" jsonschema:"description=pass as ?cursor= to get the next page; absent on the last page"`
 }
 
+// Raw is the output type of handlers that write their response themselves
+// through Call.W: downloads and server-sent events.
+type Raw struct{}
+
 // Call is what a handler gets besides its decoded body: the request (for
-// path and query values) and the authenticated principal.
+// path and query values, and the body of raw uploads), the response writer
+// (for Raw handlers only) and the authenticated principal.
 type Call struct {
 	R *http.Request
+	W http.ResponseWriter
 	P cove.Principal
 }
 
@@ -82,6 +88,8 @@ type route struct {
 	in, out      reflect.Type // nil for no body
 	query        []param
 	list         bool
+	rawIn        string // content type of a streamed request body, such as application/octet-stream
+	rawOut       string // content type a Raw handler writes
 	handler      http.HandlerFunc
 }
 
@@ -105,10 +113,12 @@ func handle[In, Out any](s *Server, tag, pattern, summary string, fn func(*Call,
 	if t := reflect.TypeFor[In](); t != reflect.TypeFor[Empty]() {
 		rt.in = t
 	}
-	if t := reflect.TypeFor[Out](); t != reflect.TypeFor[Empty]() {
-		rt.out = t
-	} else {
+	switch t := reflect.TypeFor[Out](); t {
+	case reflect.TypeFor[Empty]():
 		rt.status = http.StatusNoContent
+	case reflect.TypeFor[Raw]():
+	default:
+		rt.out = t
 	}
 	for _, o := range opts {
 		o(rt)
@@ -136,7 +146,7 @@ func handle[In, Out any](s *Server, tag, pattern, summary string, fn func(*Call,
 // serve authenticates, runs the handler and writes its result or error.
 // It returns the status written.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt *route, run func(*Call) (any, error)) int {
-	c := &Call{R: r}
+	c := &Call{R: r, W: w}
 	if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
 		err := cove.Errorf(cove.Invalid, "the query string is malformed; percent-encode its values")
 		writeError(w, r, s.log, err)
@@ -153,8 +163,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt *route, run fu
 	}
 	out, err := run(c)
 	if err != nil {
+		// A Raw handler that has begun its response cannot switch to an
+		// error body; it reports failures in its own format.
 		writeError(w, r, s.log, err)
 		return StatusOf(cove.ErrorCode(err))
+	}
+	if _, raw := out.(Raw); raw {
+		return rt.status
 	}
 	if rt.out == nil {
 		w.WriteHeader(rt.status)
