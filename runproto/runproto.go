@@ -204,3 +204,23 @@ type ResultCommit struct {
 	Size   int64  `json:"size"`
 	Files  int    `json:"files"`
 }
+
+// EnrollRequest is what `cove node` sends to POST /api/v1/nodes/enroll
+// with a one-time enrollment token.
+type EnrollRequest struct {
+	Token    string            `json:"token"`
+	Name     string            `json:"name"`
+	Capacity Resources         `json:"capacity"`
+	Drivers  []string          `json:"drivers"`
+	Labels   map[string]string `json:"labels"`
+	TEE      string            `json:"tee"` // "none", "vtpm", "sev-snp", "tdx"
+}
+
+// EnrollReply gives an enrolled node its identity and its NATS credential,
+// allowed only the node's own subjects.
+type EnrollReply struct {
+	NodeID  string    `json:"node_id"`
+	NATSURL string    `json:"nats_url"`
+	Creds   string    `json:"creds"` // NATS creds file content
+	Expires time.Time `json:"expires"`
+}
