@@ -100,7 +100,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.Authz = authz.New(m.AuthzDB)
 	if m.Bus, err = natsbus.Open(ctx, natsbus.Config{
-		URL: cfg.NATS.URL, CredsFile: cfg.NATS.CredsFile, DataDir: filepath.Join(cfg.DataDir, "nats"),
+		URL: cfg.NATS.URL, CredsFile: cfg.NATS.CredsFile, AccountSeedFile: cfg.NATS.AccountSeedFile, DataDir: filepath.Join(cfg.DataDir, "nats"),
 		Host: cfg.NATS.Host, Port: cfg.NATS.Port, Logger: m.Log,
 	}); err != nil {
 		return err

@@ -57,6 +57,8 @@ type Database struct {
 type NATS struct {
 	URL       string `koanf:"url" doc:"external NATS URL; empty runs an embedded server"`
 	CredsFile string `koanf:"creds_file" doc:"user credentials for the external NATS"`
+	// AccountSeedFile signs node and agent credentials on an external NATS.
+	AccountSeedFile string `koanf:"account_seed_file" doc:"external NATS: seed of the account node and agent users belong to"`
 	Host      string `koanf:"host" doc:"embedded server: address nodes and agents connect to"`
 	Port      int    `koanf:"port" doc:"embedded server: port nodes and agents connect to; -1 picks a free one"`
 }
@@ -104,6 +106,7 @@ var flags = []struct{ name, key, usage string }{
 	{"database-url", "database.url", ""},
 	{"nats-url", "nats.url", ""},
 	{"nats-creds", "nats.creds_file", ""},
+	{"nats-account-seed", "nats.account_seed_file", ""},
 	{"nats-port", "nats.port", ""},
 	{"log-level", "log.level", ""},
 	{"log-format", "log.format", ""},
