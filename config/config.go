@@ -59,8 +59,8 @@ type NATS struct {
 	CredsFile string `koanf:"creds_file" doc:"user credentials for the external NATS"`
 	// AccountSeedFile signs node and agent credentials on an external NATS.
 	AccountSeedFile string `koanf:"account_seed_file" doc:"external NATS: seed of the account node and agent users belong to"`
-	Host      string `koanf:"host" doc:"embedded server: address nodes and agents connect to"`
-	Port      int    `koanf:"port" doc:"embedded server: port nodes and agents connect to; -1 picks a free one"`
+	Host            string `koanf:"host" doc:"embedded server: address nodes and agents connect to"`
+	Port            int    `koanf:"port" doc:"embedded server: port nodes and agents connect to; -1 picks a free one"`
 }
 
 // Auth configures identity.
