@@ -54,8 +54,11 @@ type Main struct {
 	Workspace *workspace.Service
 	API       *httpapi.Server
 	// Catalog fields.
+	catalogParts // Blobs *blob.FS and Catalog *catalog.Service (blobs.go)
 	// Computation fields.
+	computationParts // Computations *computation.Service and RunLogs (computation.go)
 	// Node fields.
+	nodeParts // Scheduler *scheduler.Scheduler, Nodes *node.Service and NodeConfig (nodes.go)
 
 	// URL is the base URL of the API once Run has returned.
 	URL string
@@ -139,8 +142,17 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	})
 
 	// Catalog wiring.
+	if err := m.startCatalog(ctx); err != nil {
+		return err
+	}
 	// Computation wiring.
+	if err := m.startComputations(ctx); err != nil {
+		return err
+	}
 	// Node wiring.
+	if err := m.startNodes(ctx); err != nil {
+		return err
+	}
 
 	if cfg.Dev {
 		if err := m.seed(ctx); err != nil {
