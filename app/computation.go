@@ -24,6 +24,8 @@ type computationParts struct {
 // relations and mounts its routes. Results are read from the blob store.
 func (m *Main) startComputations(ctx context.Context) error {
 	m.Computations = computation.NewService(sqlstore.NewComputationStore(m.DB), m.Catalog, m.Authz, nil, nil)
+	m.Computations.QueueTimeout = m.Config.Run.QueueTimeout
+	m.Catalog.Usage = m.Computations
 	if err := m.Computations.SyncRelations(ctx); err != nil {
 		return err
 	}

@@ -122,7 +122,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Argon2: a.Argon2, SigningKey: key,
 		LoginBurstPerEmail: a.LoginBurstPerEmail, LoginBurstPerClient: a.LoginBurstPerClient, LoginRefill: a.LoginRefill,
 	}, nil)
-	m.Workspace = workspace.NewService(sqlstore.NewWorkspaceStore(m.DB), m.Authz, nil, nil)
+	m.Workspace = workspace.NewService(sqlstore.NewWorkspaceStore(m.DB), m.Authz, activeRuns{m}, nil)
 	// The SQL store is the source of truth; relations whose write failed
 	// after a commit are put back here.
 	if err := m.Identity.SyncRelations(ctx); err != nil {
@@ -199,6 +199,7 @@ func (m *Main) close() error {
 			errs = append(errs, err)
 		}
 	}
+	m.closeNodes()
 	if m.Bus != nil {
 		errs = append(errs, m.Bus.Close())
 	}
@@ -246,6 +247,17 @@ func writeSecret(path, content string) error {
 		return cove.Wrap(err, "could not write "+path)
 	}
 	return f.Close()
+}
+
+// activeRuns counts a workspace's active runs for the workspace service,
+// which is built before the computation service exists.
+type activeRuns struct{ m *Main }
+
+func (a activeRuns) CountActiveRuns(ctx context.Context, workspaceID string) (int, error) {
+	if a.m.Computations == nil {
+		return 0, nil
+	}
+	return a.m.Computations.CountActiveRuns(ctx, workspaceID)
 }
 
 type pingFunc func(context.Context) error

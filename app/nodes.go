@@ -33,6 +33,9 @@ func (m *Main) startNodes(ctx context.Context) error {
 	m.Scheduler = scheduler.New(runs, nil, nil)
 	m.Scheduler.SetLogger(m.Log.With("component", "scheduler"))
 	cfg := m.NodeConfig
+	if cfg.LostAfter == 0 {
+		cfg.LostAfter = m.Config.Node.LostAfter
+	}
 	if cfg.Log == nil {
 		cfg.Log = m.Log.With("component", "nodes")
 	}

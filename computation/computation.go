@@ -399,6 +399,10 @@ type Store interface {
 	// MissingUsers returns those of ids that name no user.
 	MissingUsers(ctx context.Context, ids []string) ([]string, error)
 
+	// ComputationsUsing counts the computations that name a dataset (as
+	// one of their datasets) or an algorithm; pass "" for the other.
+	ComputationsUsing(ctx context.Context, datasetID, algorithmID string) (int, error)
+
 	CreateRun(ctx context.Context, r *Run) error
 	FindRunByID(ctx context.Context, id string) (*Run, error)
 	// LockRun returns a run and locks its row until the transaction ends.

@@ -386,3 +386,16 @@ func apply(r *Run, u RunUpdate) {
 		r.ResultSize = u.ResultSize
 	}
 }
+
+// DatasetInUse reports whether a computation names the dataset; the catalog
+// refuses to delete it while one does.
+func (s *Service) DatasetInUse(ctx context.Context, id string) (bool, error) {
+	n, err := s.store.ComputationsUsing(ctx, id, "")
+	return n > 0, err
+}
+
+// AlgorithmInUse reports whether a computation names the algorithm.
+func (s *Service) AlgorithmInUse(ctx context.Context, id string) (bool, error) {
+	n, err := s.store.ComputationsUsing(ctx, "", id)
+	return n > 0, err
+}

@@ -38,7 +38,19 @@ type Config struct {
 	Database Database `koanf:"database"`
 	NATS     NATS     `koanf:"nats"`
 	Auth     Auth     `koanf:"auth"`
+	Node     Node     `koanf:"node"`
+	Run      Run      `koanf:"run"`
 	Log      Log      `koanf:"log"`
+}
+
+// Node configures the node registry.
+type Node struct {
+	LostAfter time.Duration `koanf:"lost_after" doc:"a node silent this long is lost and its runs fail with node_lost"`
+}
+
+// Run configures runs.
+type Run struct {
+	QueueTimeout time.Duration `koanf:"queue_timeout" doc:"a run waiting this long for capacity fails with no_capacity"`
 }
 
 // HTTP configures the API and UI listener.
@@ -92,7 +104,9 @@ func Default() Config {
 			OpenSignup: true, AccessTTL: 15 * time.Minute, RefreshTTL: 30 * 24 * time.Hour, MaxTokenTTL: 365 * 24 * time.Hour,
 			Argon2: identity.DefaultArgon2, LoginBurstPerEmail: 10, LoginBurstPerClient: 30, LoginRefill: 6 * time.Second,
 		},
-		Log: Log{Level: "info", Format: "text"},
+		Node: Node{LostAfter: 15 * time.Second},
+		Run:  Run{QueueTimeout: 5 * time.Minute},
+		Log:  Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -213,7 +227,7 @@ func (c Config) Validate() error {
 	if c.NATS.Port == 4222 && c.NATS.URL == "" {
 		bad("nats.port", "4222 is the usual port of a standalone NATS; the embedded one defaults to 7422 to stay clear of it")
 	}
-	for key, d := range map[string]time.Duration{"auth.access_ttl": c.Auth.AccessTTL, "auth.refresh_ttl": c.Auth.RefreshTTL, "auth.max_token_ttl": c.Auth.MaxTokenTTL, "auth.login_refill": c.Auth.LoginRefill} {
+	for key, d := range map[string]time.Duration{"node.lost_after": c.Node.LostAfter, "run.queue_timeout": c.Run.QueueTimeout, "auth.access_ttl": c.Auth.AccessTTL, "auth.refresh_ttl": c.Auth.RefreshTTL, "auth.max_token_ttl": c.Auth.MaxTokenTTL, "auth.login_refill": c.Auth.LoginRefill} {
 		if d <= 0 {
 			bad(key, "must be positive")
 		}

@@ -401,3 +401,13 @@ func (s *ComputationStore) FindRunEvents(ctx context.Context, runID string) ([]*
 func (s *ComputationStore) RecordAudit(ctx context.Context, e audit.Entry) error {
 	return recordAudit(ctx, s.db, s.q, e)
 }
+
+// ComputationsUsing counts the computations naming a dataset or an
+// algorithm.
+func (s *ComputationStore) ComputationsUsing(ctx context.Context, datasetID, algorithmID string) (int, error) {
+	var n int
+	err := s.q.QueryRowContext(ctx, `SELECT
+		(SELECT COUNT(*) FROM computation_datasets WHERE $1 <> '' AND dataset_id = $1) +
+		(SELECT COUNT(*) FROM computations WHERE $2 <> '' AND algorithm_id = $2)`, datasetID, algorithmID).Scan(&n)
+	return n, s.db.fail(err, "database error")
+}
