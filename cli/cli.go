@@ -214,3 +214,16 @@ func (a *app) client(cmd *cobra.Command) (*sdk.Client, error) {
 	}
 	return sdk.New(server, opts...)
 }
+
+// Extend adds cmds under the command group named parent, such as the node
+// daemon's `run` under `cove node`, which lives outside this package
+// because it is not a client of the API.
+func Extend(root *cobra.Command, parent string, cmds ...*cobra.Command) {
+	for _, c := range root.Commands() {
+		if c.Name() == parent {
+			c.AddCommand(cmds...)
+			return
+		}
+	}
+	panic("cli: no command group " + parent) // a wiring bug, caught by any run of the binary
+}

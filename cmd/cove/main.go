@@ -1,5 +1,5 @@
-// Command cove is Cove's single binary: the control plane (cove serve), and
-// the command-line client of its API.
+// Command cove is Cove's single binary: the control plane (cove serve), the
+// compute node (cove node run), and the command-line client of the API.
 package main
 
 import (
@@ -10,12 +10,15 @@ import (
 
 	"github.com/covecompute/cove/app"
 	"github.com/covecompute/cove/cli"
+	"github.com/covecompute/cove/computenode"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := cli.New(app.ServeCommand()).ExecuteContext(ctx)
+	root := cli.New(app.ServeCommand())
+	cli.Extend(root, "node", computenode.Command())
+	err := root.ExecuteContext(ctx)
 	stop()
 	os.Exit(cli.ExitCode(err))
 }
