@@ -26,7 +26,9 @@ import (
 	"github.com/covecompute/cove"
 	"github.com/covecompute/cove/audit"
 	"github.com/covecompute/cove/authz"
+	"github.com/covecompute/cove/computenode"
 	"github.com/covecompute/cove/config"
+	"github.com/covecompute/cove/dispatch"
 	"github.com/covecompute/cove/fga"
 	"github.com/covecompute/cove/httpapi"
 	"github.com/covecompute/cove/identity"
@@ -53,6 +55,8 @@ type Main struct {
 	Identity  *identity.Service
 	Workspace *workspace.Service
 	API       *httpapi.Server
+	// Dispatch is the control plane's side of the run protocol over NATS.
+	Dispatch *dispatch.Dispatcher
 	// Catalog fields.
 	catalogParts // Blobs *blob.FS and Catalog *catalog.Service (blobs.go)
 	// Computation fields.
@@ -65,11 +69,15 @@ type Main struct {
 	// DevPassword is the seeded admin's password with --dev.
 	DevPassword string
 
-	ln        net.Listener
-	http      *http.Server
-	done      chan error
-	closeOnce sync.Once
-	closeErr  error
+	devNode *computenode.Node
+	// signingKeyBytes signs access tokens; other per-deployment keys are
+	// derived from it.
+	signingKeyBytes []byte
+	ln              net.Listener
+	http            *http.Server
+	done            chan error
+	closeOnce       sync.Once
+	closeErr        error
 }
 
 // NewMain returns a Main for cfg that logs to logOut and prints to out.
@@ -116,6 +124,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	m.signingKeyBytes = key
 	a := cfg.Auth
 	m.Identity = identity.NewService(sqlstore.NewIdentityStore(m.DB), m.Authz, identity.Config{
 		AccessTTL: a.AccessTTL, RefreshTTL: a.RefreshTTL, MaxTokenTTL: a.MaxTokenTTL, OpenSignup: a.OpenSignup,
@@ -153,6 +162,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := m.startNodes(ctx); err != nil {
 		return err
 	}
+	if err := m.startDispatch(ctx); err != nil {
+		return err
+	}
 
 	if cfg.Dev {
 		if err := m.seed(ctx); err != nil {
@@ -170,6 +182,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.http = &http.Server{Handler: m.API, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(m.Log.Handler(), slog.LevelWarn)}
 	m.done = make(chan error, 1)
 	go func() { m.done <- m.http.Serve(m.ln) }()
+	if cfg.Dev {
+		if err := m.startDevNode(ctx, "http://"+m.ln.Addr().String()); err != nil {
+			return err
+		}
+	}
 	m.Log.Info("serving", "url", m.URL, "nats", m.Bus.ClientURL(), "database", m.DB.Engine())
 	fmt.Fprintf(m.Out, "Cove is running at %s\n", m.URL)
 	if cfg.Dev {
@@ -198,6 +215,12 @@ func (m *Main) close() error {
 		if err := <-m.done; err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs = append(errs, err)
 		}
+	}
+	if m.devNode != nil {
+		errs = append(errs, m.devNode.Close())
+	}
+	if m.Dispatch != nil {
+		errs = append(errs, m.Dispatch.Close())
 	}
 	m.closeNodes()
 	if m.Bus != nil {

@@ -77,6 +77,11 @@ func BuildWasm(ctx context.Context, name, outDir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// go build runs in a scratch directory, so a relative -o would land
+	// there instead of in outDir.
+	if outDir, err = filepath.Abs(outDir); err != nil {
+		return "", cove.Wrap(err, "cannot resolve the sample output directory")
+	}
 	out := filepath.Join(outDir, name+"-"+digest(name, src)[:16]+".wasm")
 	if _, err := os.Stat(out); err == nil {
 		return out, nil
@@ -125,6 +130,9 @@ func BuildWasm(ctx context.Context, name, outDir string) (string, error) {
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", cove.Wrap(fmt.Errorf("go build: %w: %s", err, strings.TrimSpace(string(b))),
 			fmt.Sprintf("building the %s sample failed", name))
+	}
+	if fi, err := os.Stat(tmp.Name()); err != nil || fi.Size() == 0 {
+		return "", cove.Errorf(cove.Internal, "building the %s sample produced no module", name)
 	}
 	if err := os.Rename(tmp.Name(), out); err != nil {
 		return "", cove.Wrap(err, "cannot move the sample module into place")

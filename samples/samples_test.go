@@ -175,3 +175,17 @@ func MustRunWasm(tb testing.TB, sample, input string) string {
 	}
 	return spec.OutputDir
 }
+
+// TestBuildWasmRelativeDir builds into a relative directory, as
+// `cove serve --dev` does with the default data dir.
+func TestBuildWasmRelativeDir(t *testing.T) {
+	t.Chdir(t.TempDir())
+	path, err := samples.BuildWasm(context.Background(), "hello", "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) < 8 || string(b[:4]) != "\x00asm" {
+		t.Fatalf("module at %s: %d bytes, %v", path, len(b), err)
+	}
+}
