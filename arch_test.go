@@ -10,7 +10,7 @@ import (
 // domains are the packages that hold business rules. They may import the
 // standard library, the root package and each other, never an adapter's
 // technology, so the rules can be read and tested without any of it.
-var domains = []string{"", "audit", "authz", "identity", "workspace", "sandbox"}
+var domains = []string{"", "audit", "authz", "identity", "workspace", "sandbox", "catalog", "computation", "scheduler", "node", "runproto"}
 
 // forbidden are the imports that make a package an adapter.
 var forbidden = []string{
@@ -26,6 +26,11 @@ var forbidden = []string{
 	"github.com/covecompute/cove/natsbus",
 	"github.com/covecompute/cove/fga",
 	"github.com/covecompute/cove/app",
+	"github.com/covecompute/cove/blob",
+	"github.com/covecompute/cove/dispatch",
+	"github.com/covecompute/cove/agent",
+	"github.com/covecompute/cove/computenode",
+	"github.com/covecompute/cove/driver",
 }
 
 func TestDomainsImportNoAdapters(t *testing.T) {
