@@ -288,8 +288,10 @@ func (r *run) finish(ctx context.Context, u usage, err error) (Outcome, error) {
 	ev := runproto.Event{CPUTime: u.cpu.Seconds(), PeakMemory: u.peak, LogLines: lines}
 	var out Outcome
 	if err == nil {
-		ev.State = string(computation.Succeeded)
-		out = Outcome{State: computation.Succeeded}
+		// Success means the algorithm exited by itself with status 0.
+		zero := 0
+		ev.State, ev.ExitCode = string(computation.Succeeded), &zero
+		out = Outcome{State: computation.Succeeded, ExitCode: &zero}
 	} else {
 		var f *failure
 		if !errors.As(err, &f) {

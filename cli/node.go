@@ -82,7 +82,7 @@ func (a *app) nodeListCommand() *cobra.Command {
 				noun:   "nodes",
 				header: []string{"ID", "NAME", "STATE", "ONLINE", "WORKSPACE", "CPUS", "MEMORY", "RESERVED", "DRIVERS", "TEE", "LAST SEEN"},
 				row: func(n *node.Node) []string {
-					return []string{n.ID, n.Name, string(n.State), yesNo(n.Online), orDash(n.WorkspaceID), nodeCPUs(n.Capacity.CPUs), nodeBytes(n.Capacity.MemoryBytes),
+					return []string{n.ID, n.Name, string(n.State), yesNo(n.Online), orDash(n.WorkspaceID), nodeCPUs(n.Capacity.CPUs), formatSize(n.Capacity.MemoryBytes),
 						nodeReserved(n), strings.Join(n.Drivers, ","), n.TEE, formatTimePtr(n.LastSeenAt)}
 				},
 			}, func(ctx context.Context, o sdk.ListOptions) ([]*node.Node, string, error) {
@@ -123,7 +123,7 @@ func describeNode(w io.Writer, n *node.Node) {
 	}
 	disk := "-"
 	if n.Capacity.DiskBytes > 0 {
-		disk = nodeBytes(n.Capacity.DiskBytes)
+		disk = formatSize(n.Capacity.DiskBytes)
 	}
 	approved := "-"
 	if n.ApprovedAt != nil {
@@ -136,7 +136,7 @@ func describeNode(w io.Writer, n *node.Node) {
 		"online", yesNo(n.Online),
 		"workspace", workspaceOf(n),
 		"cpus", nodeCPUs(n.Capacity.CPUs),
-		"memory", nodeBytes(n.Capacity.MemoryBytes),
+		"memory", formatSize(n.Capacity.MemoryBytes),
 		"disk", disk,
 		"reserved", nodeReserved(n),
 		"runs", strconv.Itoa(n.Runs),
@@ -322,18 +322,9 @@ func enrollTokenState(t *node.EnrollToken) string {
 
 func nodeCPUs(n float64) string { return strconv.FormatFloat(n, 'f', -1, 64) }
 
-// nodeBytes writes bytes in GiB, or MiB below one GiB.
-func nodeBytes(n int64) string {
-	const mib, gib = 1 << 20, 1 << 30
-	if n >= gib {
-		return strconv.FormatFloat(float64(n)/gib, 'f', -1, 64) + " GiB"
-	}
-	return strconv.FormatFloat(float64(n)/mib, 'f', 1, 64) + " MiB"
-}
-
 func nodeReserved(n *node.Node) string {
 	if n.Runs == 0 && n.Reserved == (runproto.Resources{}) {
 		return "-"
 	}
-	return nodeCPUs(n.Reserved.CPUs) + " CPU, " + nodeBytes(n.Reserved.MemoryBytes)
+	return nodeCPUs(n.Reserved.CPUs) + " CPU, " + formatSize(n.Reserved.MemoryBytes)
 }

@@ -40,7 +40,7 @@ func TestNodeCommands(t *testing.T) {
 	}
 
 	r = admin.MustRun("", "node", "list", "--state", "pending")
-	if !strings.Contains(r.Stdout, rep.NodeID) || !strings.Contains(r.Stdout, "pending") || !strings.Contains(r.Stdout, "4 GiB") {
+	if !strings.Contains(r.Stdout, rep.NodeID) || !strings.Contains(r.Stdout, "pending") || !strings.Contains(r.Stdout, "4.0 GiB") {
 		t.Fatalf("node list printed %q", r.Stdout)
 	}
 	nodes := mustJSON[list[node.Node]](t, admin.MustRun("", "-o", "json", "node", "list").Stdout)
