@@ -240,7 +240,10 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		d.subs = append(d.subs, ns)
 		d.mu.Unlock()
 	}
-	if err := d.nc.FlushWithContext(ctx); err != nil {
+	// FlushWithContext refuses a context without a deadline; give it one.
+	flushCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := d.nc.FlushWithContext(flushCtx); err != nil {
 		return &cove.Error{Code: cove.Unavailable, Message: "NATS did not confirm the subscriptions", Err: err}
 	}
 	if err := d.startEvents(ctx); err != nil {
