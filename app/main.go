@@ -207,9 +207,12 @@ func (m *Main) Close() error {
 func (m *Main) close() error {
 	var errs []error
 	if m.http != nil {
+		m.API.EndStreams()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := m.http.Shutdown(ctx); err != nil {
+			// Cut off what is still running before the stores close under it.
+			_ = m.http.Close()
 			errs = append(errs, err)
 		}
 		if err := <-m.done; err != nil && !errors.Is(err, http.ErrServerClosed) {

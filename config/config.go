@@ -27,6 +27,7 @@ import (
 
 	"github.com/covecompute/cove"
 	"github.com/covecompute/cove/identity"
+	"github.com/covecompute/cove/runproto"
 )
 
 // Config is the whole configuration. Fields tagged secret:"true" are masked
@@ -231,6 +232,9 @@ func (c Config) Validate() error {
 		if d <= 0 {
 			bad(key, "must be positive")
 		}
+	}
+	if c.Node.LostAfter > 0 && c.Node.LostAfter < 2*runproto.NodeHeartbeatInterval {
+		bad("node.lost_after", "must be at least twice the node heartbeat interval ("+(2*runproto.NodeHeartbeatInterval).String()+"), or healthy nodes are declared lost")
 	}
 	if c.Auth.TokenSecret != "" && len(c.Auth.TokenSecret) < 32 {
 		bad("auth.token_secret", "shorter than 32 bytes")

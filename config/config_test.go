@@ -79,6 +79,7 @@ func TestInvalid(t *testing.T) {
 		{"sqlite url", []string{"--database-url", "mysql://x"}, nil, "database.url"},
 		{"nats 4222", []string{"--nats-port", "4222"}, nil, "nats.port"},
 		{"bad level", nil, []string{"COVE_LOG_LEVEL=loud"}, "log.level"},
+		{"lost_after under two heartbeats", nil, []string{"COVE_NODE_LOST_AFTER=2s"}, "node.lost_after"},
 		{"bad duration", nil, []string{"COVE_AUTH_ACCESS_TTL=soon"}, "bad configuration value"},
 		{"negative ttl", nil, []string{"COVE_AUTH_REFRESH_TTL=-1h"}, "auth.refresh_ttl"},
 		{"short secret", nil, []string{"COVE_AUTH_TOKEN_SECRET=short"}, "auth.token_secret"},

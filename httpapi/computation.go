@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -101,7 +102,7 @@ func (s *Server) MountComputations(svc *computation.Service, logs computation.Lo
 			return List[*computation.RunEvent]{Items: out}, err
 		})
 	handle(s, runTag, "GET /api/v1/runs/{id}/logs", "A run's log as server-sent events: one `data:` LogLine per event with `id:` its seq; with follow=true, an `end` event carrying the run once it has ended",
-		func(c *Call, _ Empty) (Raw, error) { return Raw{}, serveLogs(c, svc, logs) },
+		func(c *Call, _ Empty) (Raw, error) { return Raw{}, serveLogs(c, s.streams, svc, logs) },
 		rawOut("text/event-stream"),
 		query("follow", "true to wait for new lines until the run ends"),
 		query("after", "only lines with a greater seq; the Last-Event-ID header takes precedence"))
@@ -126,8 +127,10 @@ func (s *Server) MountComputations(svc *computation.Service, logs computation.Lo
 
 // serveLogs streams a run's log lines as server-sent events. Errors before
 // the stream starts are answered as usual; later ones end it with an
-// `error` event carrying an ErrorBody.
-func serveLogs(c *Call, svc *computation.Service, logs computation.LogReader) error {
+// `error` event carrying an ErrorBody. When the server shuts down (streams
+// ends) the stream stops quietly, and the client resumes elsewhere with
+// Last-Event-ID.
+func serveLogs(c *Call, streams context.Context, svc *computation.Service, logs computation.LogReader) error {
 	after, err := logsAfter(c)
 	if err != nil {
 		return err
@@ -149,12 +152,15 @@ func serveLogs(c *Call, svc *computation.Service, logs computation.LogReader) er
 	st := &eventStream{w: c.W, rc: http.NewResponseController(c.W)}
 	st.flush()
 	defer st.close()
-	run, err := svc.Logs(c.Ctx(), c.P, c.Path("id"), logs, after, follow, func(l runproto.LogLine) error {
+	ctx, cancel := context.WithCancel(c.Ctx())
+	defer cancel()
+	defer context.AfterFunc(streams, cancel)()
+	run, err := svc.Logs(ctx, c.P, c.Path("id"), logs, after, follow, func(l runproto.LogLine) error {
 		return st.send("", strconv.FormatInt(l.Seq, 10), l)
 	})
 	switch {
-	case c.Ctx().Err() != nil:
-		// The client left.
+	case ctx.Err() != nil:
+		// The client left, or the server is shutting down.
 	case err != nil:
 		_ = st.send("error", "", ErrorBody{Code: cove.ErrorCode(err), Message: cove.ErrorMessage(err), Details: cove.ErrorDetails(err)})
 	case follow && run.State.Terminal():

@@ -56,6 +56,11 @@ type Server struct {
 
 	openapiOnce sync.Once
 	openapi     []byte
+
+	// streams ends with the server: long-lived responses (log streams)
+	// watch it so that a shutdown does not wait for them.
+	streams    context.Context
+	endStreams context.CancelFunc
 }
 
 type metrics struct {
@@ -80,6 +85,7 @@ func New(d Deps) *Server {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	s.streams, s.endStreams = context.WithCancel(context.Background())
 	if s.maxBody == 0 {
 		s.maxBody = 1 << 20
 	}
@@ -114,6 +120,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // Handle mounts another handler, such as the web UI, on the same mux.
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// EndStreams ends every long-lived response, such as followed logs, so
+// that a graceful shutdown need not wait for them; their clients resume
+// with Last-Event-ID. Call it before http.Server.Shutdown.
+func (s *Server) EndStreams() { s.endStreams() }
 
 // OpenAPI returns the OpenAPI document, generated from the routes at its
 // first use, so that it includes every route group mounted before serving.

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"net"
 	"strconv"
 	"sync"
@@ -271,6 +272,15 @@ func (b *Bus) Close() error {
 			}
 		}
 		if b.srv != nil {
+			// nats-server stops JetStream before it closes client
+			// connections, so what a node or agent publishes in between is
+			// accepted and lost. Disconnect them first: their clients keep
+			// unsent messages and resend them to the next server.
+			if cz, err := b.srv.Connz(&server.ConnzOptions{Limit: math.MaxInt32}); err == nil {
+				for _, c := range cz.Conns {
+					_ = b.srv.DisconnectClientByID(c.Cid)
+				}
+			}
 			b.srv.Shutdown()
 			b.srv.WaitForShutdown()
 		}
