@@ -160,6 +160,9 @@ func (c *Client) Logs(ctx context.Context, runID string, opts LogOptions, fn fun
 		case err == nil:
 			// The server ended the stream before the run; ask again.
 		case errors.As(err, &broken) && ctx.Err() == nil:
+		case opts.Follow && cove.ErrorCode(err) == cove.Unavailable && ctx.Err() == nil:
+			// The server is restarting or briefly unreachable: a follower
+			// waits for it and resumes after the last line it saw.
 		default:
 			return nil, err
 		}
