@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"io"
 	"os"
 	"path/filepath"
@@ -112,7 +114,16 @@ func (m *Main) startDevNode(ctx context.Context, apiURL string) error {
 		}
 		token = t.Token
 	}
-	n, err := computenode.Start(ctx, computenode.Config{ServerURL: apiURL, Token: token, Name: "embedded", DataDir: dir, Log: m.Log.With("component", "node")})
+	// The data dir is private (0700), which the process driver's sandbox
+	// user cannot traverse; runs go under the system's temp dir instead,
+	// in a directory named after this data dir.
+	abs, err := filepath.Abs(m.Config.DataDir)
+	if err != nil {
+		return cove.Wrap(err, "cannot resolve the data directory")
+	}
+	sum := sha256.Sum256([]byte(abs))
+	runs := filepath.Join(os.TempDir(), "cove-runs-"+hex.EncodeToString(sum[:6]))
+	n, err := computenode.Start(ctx, computenode.Config{ServerURL: apiURL, Token: token, Name: "embedded", DataDir: dir, RunsDir: runs, Log: m.Log.With("component", "node")})
 	if err != nil {
 		return err
 	}

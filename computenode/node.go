@@ -65,6 +65,10 @@ type Config struct {
 	// mode 0600), the wasm compilation cache and the runs' work
 	// directories. Default DefaultDataDir.
 	DataDir string
+	// RunsDir holds the runs' work directories; it is emptied at start.
+	// The process driver's sandbox user must be able to traverse every
+	// directory above it. Default DataDir/runs.
+	RunsDir string
 	// Labels let computations ask for this node (region=eu, gpu=none).
 	Labels map[string]string
 	// Capacity is what the node offers. Zero fields take the host's: every
@@ -136,7 +140,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		cfg:      cfg,
 		log:      cfg.Log,
 		runs:     map[string]*runHandle{},
-		runsDir:  filepath.Join(cfg.DataDir, "runs"),
+		runsDir:  cmp.Or(cfg.RunsDir, filepath.Join(cfg.DataDir, "runs")),
 		done:     make(chan struct{}),
 		beatDone: make(chan struct{}),
 	}
