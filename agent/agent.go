@@ -17,13 +17,16 @@
 //     wrong byte fails the run with hash_mismatch before the algorithm
 //     starts.
 //  3. running: it runs the algorithm with the driver that serves its kind,
-//     streaming stdout and stderr as numbered log lines in batches.
+//     streaming stdout and stderr as numbered log lines in batches, each a
+//     request the control plane answers once it has stored it, a window of
+//     them in flight; a batch without an answer is sent again.
 //  4. publishing: it archives /cove/outputs, encrypts the archive with age to
 //     every result consumer of the manifest as it is written, and uploads
 //     the ciphertext in chunks (OpBegin, OpChunk, OpCommit on RunResults).
 //     Plain outputs never leave the work directory.
 //  5. succeeded or failed, with a closed-list reason, CPU time, peak memory
-//     and the number of log lines published.
+//     and the number of log lines stored, sent once every batch is
+//     acknowledged.
 //
 // Throughout it heartbeats on RunHeartbeat. A stop (a Command with Stop on
 // RunControl, or the context ending) cancels whatever is in progress; the
@@ -141,7 +144,10 @@ func Run(ctx context.Context, cfg Config) (Outcome, error) {
 			&cove.Error{Code: cove.Unavailable, Message: "cannot listen for control requests", Err: err}
 	}
 	defer ctl.Unsubscribe()
-	r.logs = newLogSink(nc, natsbus.RunLogs(cfg.RunID), log) // finish closes it
+	// finish closes the sink, after it has waited for the last batches.
+	if r.logs, err = newLogSink(ctx, nc, natsbus.RunLogs(cfg.RunID), log); err != nil {
+		return Outcome{State: computation.Failed, Reason: computation.Internal, Message: cove.ErrorMessage(err)}, err
+	}
 
 	var wg sync.WaitGroup
 	hbCtx, stopHeartbeat := context.WithCancel(context.Background())
@@ -262,8 +268,9 @@ func (r *run) execute(ctx context.Context) (usage, error) {
 // finish reports how the run ended, unless it was stopped, and turns it
 // into an Outcome.
 func (r *run) finish(ctx context.Context, u usage, err error) (Outcome, error) {
-	// Whatever the algorithm printed is published before the last event,
-	// so the count on it is final.
+	// Whatever the algorithm printed is stored, acknowledged batch by
+	// batch, before the last event, so the count on it is final. A stop
+	// abandons what is not stored yet.
 	lines := r.logs.close()
 
 	if ctx.Err() != nil {
@@ -304,9 +311,6 @@ func (r *run) finish(ctx context.Context, u usage, err error) (Outcome, error) {
 		r.log.Log(context.Background(), level, "run failed", "reason", f.reason, "message", f.message, "err", f.err)
 		ev.State, ev.Reason, ev.Message, ev.ExitCode = string(computation.Failed), string(f.reason), f.message, f.exitCode
 		out = Outcome{State: computation.Failed, Reason: f.reason, Message: f.message, ExitCode: f.exitCode}
-	}
-	if !r.flush() {
-		return out, cove.Errorf(cove.Unavailable, "the run's logs could not be delivered")
 	}
 	if perr := r.event(ev); perr != nil {
 		return out, perr

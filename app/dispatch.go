@@ -21,7 +21,7 @@ func (m *Main) startDispatch(ctx context.Context) error {
 	mac.Write([]byte("cove dispatch nonce key"))
 	m.Dispatch = dispatch.New(dispatch.Config{
 		Bus: m.Bus, Runs: m.Computations, Blobs: m.Blobs, Nodes: m.Nodes, Scheduler: m.Scheduler,
-		Log: m.Log.With("component", "dispatch"), NonceKey: mac.Sum(nil),
+		Log: m.Log, NonceKey: mac.Sum(nil), // dispatch adds component=dispatch itself
 	})
 	// Start only sets up subscriptions and the event consumer; bound it so a
 	// NATS that does not answer fails the start instead of hanging it.

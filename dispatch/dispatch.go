@@ -3,7 +3,8 @@
 // manifest, checks their attestation before it releases any input, serves
 // the inputs, takes in sealed results, applies the state changes agents
 // report, fails runs whose agent falls silent, reconciles nodes with the
-// runs they should have, and streams run logs to readers.
+// runs they should have, stores the log batches agents send and streams
+// them to readers.
 //
 // docs/protocol.md walks through a run step by step; natsbus/README.md has
 // the subjects and the permissions they rest on.
@@ -142,6 +143,7 @@ type Dispatcher struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // handler and helper goroutines
 	sem    chan struct{}  // bounds concurrent handlers
+	logSem chan struct{}  // bounds concurrent log batch stores
 
 	mu          sync.Mutex
 	started     bool
@@ -179,6 +181,7 @@ func New(cfg Config) *Dispatcher {
 		ctx:         ctx,
 		cancel:      cancel,
 		sem:         make(chan struct{}, maxHandlers),
+		logSem:      make(chan struct{}, logWorkers),
 		runs:        map[string]*local{},
 		ends:        map[string]*endWaiter{},
 		reconciling: map[string]bool{},
@@ -216,15 +219,19 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		subject string
 		queue   bool
 		handle  func(*nats.Msg)
+		// pendingMsgs and pendingBytes, when set, replace the client's
+		// limits of what may wait in the subscription.
+		pendingMsgs, pendingBytes int
 	}
 	for _, s := range []sub{
-		{natsbus.AllRunManifests, true, d.async(d.handleManifest)},
-		{natsbus.AllRunInputs, true, d.async(d.handleInputs)},
-		{natsbus.AllRunResults, true, d.async(d.handleResults)},
-		{natsbus.AllNodeHeartbeats, true, d.handleNodeHeartbeat},
+		{natsbus.AllRunManifests, true, d.async(d.handleManifest), 0, 0},
+		{natsbus.AllRunInputs, true, d.async(d.handleInputs), 0, 0},
+		{natsbus.AllRunResults, true, d.async(d.handleResults), 0, 0},
+		{natsbus.AllRunLogs, true, d.asyncOn(d.logSem, d.handleLogs), logPendingMsgs, logPendingBytes},
+		{natsbus.AllNodeHeartbeats, true, d.handleNodeHeartbeat, 0, 0},
 		// Every replica sees every agent heartbeat: a replica that saw only
 		// its share would think agents lost.
-		{natsbus.AllRunHeartbeats, false, d.handleRunHeartbeat},
+		{natsbus.AllRunHeartbeats, false, d.handleRunHeartbeat, 0, 0},
 	} {
 		var ns *nats.Subscription
 		var err error
@@ -233,7 +240,13 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		} else {
 			ns, err = d.nc.Subscribe(s.subject, s.handle)
 		}
+		if err == nil && s.pendingMsgs > 0 {
+			err = ns.SetPendingLimits(s.pendingMsgs, s.pendingBytes)
+		}
 		if err != nil {
+			if ns != nil {
+				ns.Unsubscribe()
+			}
 			return &cove.Error{Code: cove.Unavailable, Message: "cannot subscribe to " + s.subject, Err: err}
 		}
 		d.mu.Lock()
@@ -317,15 +330,19 @@ func (d *Dispatcher) Close() error {
 
 // async runs h in its own goroutine, at most maxHandlers at once, so one
 // slow request does not hold up the others on its subscription.
-func (d *Dispatcher) async(h func(*nats.Msg)) func(*nats.Msg) {
+func (d *Dispatcher) async(h func(*nats.Msg)) func(*nats.Msg) { return d.asyncOn(d.sem, h) }
+
+// asyncOn is async with at most cap(sem) handlers at once. While all are
+// busy the subscription waits, and its messages wait in the client.
+func (d *Dispatcher) asyncOn(sem chan struct{}, h func(*nats.Msg)) func(*nats.Msg) {
 	return func(m *nats.Msg) {
 		select {
-		case d.sem <- struct{}{}:
+		case sem <- struct{}{}:
 		case <-d.ctx.Done():
 			return
 		}
-		if !d.goSafe(func() { defer func() { <-d.sem }(); h(m) }) {
-			<-d.sem
+		if !d.goSafe(func() { defer func() { <-sem }(); h(m) }) {
+			<-sem
 		}
 	}
 }

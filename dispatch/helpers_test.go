@@ -8,6 +8,7 @@ import (
 	"crypto/sha512"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -534,33 +535,84 @@ func (a *agent) heartbeat() {
 	a.nc.Flush()
 }
 
-// logLines publishes lines first..last in batches of batch lines.
+// How the fake agent sends logs: as the real one does, but with batches of
+// any size.
+const (
+	logWindow  = 16
+	logTimeout = 5 * time.Second
+)
+
+// logLines sends lines first..last in batches of batch lines as agents do:
+// each batch a request on RunLogs, at most logWindow unacknowledged counted
+// from the oldest one, each sent again after a timeout, no responders or an
+// unavailable answer until the control plane acknowledges it. It returns
+// once every batch is stored.
 func (a *agent) logLines(first, last int64, batch int) {
 	a.tb.Helper()
-	now := time.Now()
-	lines := make([]runproto.LogLine, 0, batch)
-	flush := func() {
-		data, err := json.Marshal(runproto.LogBatch{Lines: lines})
-		if err != nil {
-			a.tb.Fatal(err)
-		}
-		if err := a.nc.Publish(natsbus.RunLogs(a.run), data); err != nil {
-			a.tb.Fatal(err)
-		}
-		lines = lines[:0]
+	var batches [][]byte
+	for seq := first; seq <= last; seq += int64(batch) {
+		batches = append(batches, logBatch(seq, min(seq+int64(batch)-1, last)))
 	}
+	done := make([]chan error, len(batches))
+	for i, data := range batches {
+		if i >= logWindow {
+			if err := <-done[i-logWindow]; err != nil {
+				a.tb.Fatalf("log batch %d: %v", i-logWindow, err)
+			}
+		}
+		done[i] = make(chan error, 1)
+		go func() { done[i] <- a.sendLogs(data) }()
+	}
+	for i := max(len(batches)-logWindow, 0); i < len(batches); i++ {
+		if err := <-done[i]; err != nil {
+			a.tb.Fatalf("log batch %d: %v", i, err)
+		}
+	}
+}
+
+// sendLogs sends one log batch until the control plane acknowledges it,
+// and returns the error it answers unless it is unavailable.
+func (a *agent) sendLogs(data []byte) error {
+	for try := 0; ; try++ {
+		if try > 0 {
+			time.Sleep(min(100*time.Millisecond<<min(try-1, 6), 5*time.Second))
+		}
+		err := a.replyErr(a.requestTimeout(natsbus.RunLogs(a.run), data, logTimeout))
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrNoResponders), cove.ErrorCode(err) == cove.Unavailable:
+		default:
+			return err
+		}
+	}
+}
+
+// requestTimeout sends a request with a body and returns the reply's body
+// and error.
+func (a *agent) requestTimeout(subject string, body []byte, timeout time.Duration) ([]byte, error) {
+	rep, err := a.nc.Request(subject, body, timeout)
+	if err != nil {
+		return nil, err
+	}
+	if code := rep.Header.Get(runproto.HeaderErrorCode); code != "" {
+		return rep.Data, cove.Errorf(cove.Code(code), "%s", rep.Header.Get(runproto.HeaderErrorMessage))
+	}
+	return rep.Data, nil
+}
+
+// logBatch is the JSON of a LogBatch of lines first..last.
+func logBatch(first, last int64) []byte {
+	now := time.Now()
+	lines := make([]runproto.LogLine, 0, last-first+1)
 	for seq := first; seq <= last; seq++ {
 		lines = append(lines, runproto.LogLine{Seq: seq, Time: now, Stream: "stdout", Text: "processed record " + strconv.FormatInt(seq, 10) + " of the people dataset"})
-		if len(lines) == batch {
-			flush()
-		}
 	}
-	if len(lines) > 0 {
-		flush()
+	data, err := json.Marshal(runproto.LogBatch{Lines: lines})
+	if err != nil {
+		panic(err)
 	}
-	if err := a.nc.Flush(); err != nil {
-		a.tb.Fatal(err)
-	}
+	return data
 }
 
 // upload sends a result: begin, chunks, commit with declared.

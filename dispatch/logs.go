@@ -1,9 +1,12 @@
 package dispatch
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,35 +23,51 @@ const (
 	// fallback for runs that end on another replica; on this one followers
 	// are woken at once.
 	logIdleCheck = 2 * time.Second
-	// logEndGrace is how long after the run ended a follower still waits
-	// for lines the agent counted but the stream does not have, say lost
-	// with a broken connection.
+	// logEndGrace is how long after the run ended, and after the last
+	// batch it read, a follower still waits for lines the agent counted but
+	// the stream does not have.
 	logEndGrace = 10 * time.Second
 	// logBuffer is how many log messages wait between the consumer and the
 	// reader.
 	logBuffer = 64
+	// logHeldBatches and logHeldBytes bound the batches a reader holds back
+	// while it waits for an earlier one. Batches may be stored out of order
+	// (an agent sends again a batch whose answer it did not get, replicas
+	// and workers store concurrently), but an agent never has more than its
+	// window (16) of batches past the oldest one not yet stored, so only a
+	// batch that will never come (refused, or an agent that skips numbers)
+	// fills these; the reader then skips the gap.
+	logHeldBatches = 64
+	logHeldBytes   = 16 << 20
 )
 
 // ReadLogs calls fn with each log line of a run whose Seq is above
-// afterSeq, in order, read from the start of the run's RUN_LOGS subject by
-// an ordered consumer. Without follow it stops at the end the stream had
-// when it was called. With follow it goes on until ctx ends, or the run has
-// ended and every line the agent reported in its final event has been
-// delivered (or, when the agent reported no count, every line in the
-// stream). An error from fn stops the reading and is returned as it is.
-// Other errors: Invalid for a malformed run ID, NotFound, Unavailable when
-// JetStream does not answer or ctx ends.
+// afterSeq, in order, read from the start of the run's subject of RUN_LOGS
+// (natsbus.RunLogStore) by an ordered consumer. Batches stored out of order
+// are put back in order; a line is delivered once even when stored twice.
+// Without follow it stops at the end the stream had when it was called; of
+// a run that has not ended, it then leaves out the lines after one that is
+// not stored yet, since that one may still come. With follow it goes on
+// until ctx ends, or the run has ended and every line the agent reported in
+// its final event has been delivered (or, when the agent reported no count,
+// every line in the stream). An error from fn stops the reading and is
+// returned as it is. Other errors: Invalid for a malformed run ID,
+// NotFound, Unavailable when JetStream does not answer or ctx ends.
 func (d *Dispatcher) ReadLogs(ctx context.Context, runID string, afterSeq int64, follow bool, fn func(runproto.LogLine) error) error {
 	// The ID goes into a subject filter: "*" or ">" would read every run's.
 	if id, ok := natsbus.RunFromSubject(natsbus.RunLogs(runID)); !ok || id != runID {
 		return cove.Errorf(cove.Invalid, "%q is not a run ID", runID)
 	}
-	if _, err := d.cfg.Runs.FindRun(ctx, runID); err != nil {
+	run, err := d.cfg.Runs.FindRun(ctx, runID)
+	if err != nil {
 		return err
 	}
 	cons, err := d.js.OrderedConsumer(ctx, natsbus.StreamRunLogs, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{natsbus.RunLogs(runID)},
+		FilterSubjects: []string{natsbus.RunLogStore(runID)},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		// Stop does not delete an ordered consumer, and the default 5 min
+		// idle expiry let readers pile up to the server's 1,000 per stream.
+		InactiveThreshold: 10 * time.Second,
 	})
 	if err != nil {
 		return unavailable(ctx, "cannot read the run's logs", err)
@@ -56,7 +75,8 @@ func (d *Dispatcher) ReadLogs(ctx context.Context, runID string, afterSeq int64,
 	lr := &logReader{d: d, run: runID, last: afterSeq, fn: fn}
 	pending := cons.CachedInfo().NumPending
 	if !follow {
-		return lr.readN(ctx, cons, pending)
+		// Every batch of a run that had ended is in the stream already.
+		return lr.readN(ctx, cons, pending, run.State.Terminal())
 	}
 	return lr.follow(ctx, cons, pending == 0)
 }
@@ -65,20 +85,52 @@ func (d *Dispatcher) ReadLogs(ctx context.Context, runID string, afterSeq int64,
 type logReader struct {
 	d    *Dispatcher
 	run  string
-	last int64 // highest line Seq delivered or skipped
+	last int64 // highest line Seq delivered or skipped: every line up to it is done
 	fn   func(runproto.LogLine) error
+
+	held      []heldBatch // batches after a gap, by first Seq
+	heldBytes int
+	gapsFinal bool      // the run has ended and its logs are read: a gap stays a gap
+	streamSeq uint64    // stream sequence of the last message read, when following
+	readAt    time.Time // when the last message was read, when following
 }
 
-// batch delivers the new lines of one LogBatch. Lines at or below the last
+// heldBatch is a batch a reader holds back, with the size of its message.
+type heldBatch struct {
+	lines []runproto.LogLine
+	size  int
+}
+
+func (h heldBatch) first() int64 { return h.lines[0].Seq }
+
+// batch delivers the new lines of one LogBatch, which the control plane
+// checked to be numbered one after the other. Lines at or below the last
 // one delivered are skipped: those the reader asked to skip, and any an
-// agent sent twice.
+// agent sent twice. A batch that does not follow the last line is held
+// until the lines before it come.
 func (lr *logReader) batch(data []byte) error {
 	var b runproto.LogBatch
-	if err := json.Unmarshal(data, &b); err != nil {
+	if err := json.Unmarshal(data, &b); err != nil || len(b.Lines) == 0 {
 		lr.d.log.Warn("skipping an unreadable log batch", "run", lr.run)
 		return nil
 	}
-	for _, l := range b.Lines {
+	if b.Lines[0].Seq <= lr.last+1 || lr.gapsFinal {
+		if err := lr.deliver(b.Lines); err != nil {
+			return err
+		}
+		return lr.drain(false)
+	}
+	lr.hold(b.Lines, len(data))
+	if len(lr.held) <= logHeldBatches && lr.heldBytes <= logHeldBytes {
+		return nil
+	}
+	lr.d.log.Warn("run logs miss lines; skipping them", "run", lr.run, "after", lr.last, "next", lr.held[0].first())
+	return lr.drain(true)
+}
+
+// deliver calls fn with the lines above the last one delivered.
+func (lr *logReader) deliver(lines []runproto.LogLine) error {
+	for _, l := range lines {
 		if l.Seq <= lr.last {
 			continue
 		}
@@ -90,8 +142,48 @@ func (lr *logReader) batch(data []byte) error {
 	return nil
 }
 
-// readN delivers the first n messages.
-func (lr *logReader) readN(ctx context.Context, cons jetstream.Consumer, n uint64) error {
+// hold keeps a batch that does not follow the last line delivered, in order
+// of first Seq; a batch held already is kept once.
+func (lr *logReader) hold(lines []runproto.LogLine, size int) {
+	i, found := slices.BinarySearchFunc(lr.held, lines[0].Seq, func(h heldBatch, seq int64) int {
+		return cmp.Compare(h.first(), seq)
+	})
+	if found {
+		return
+	}
+	lr.held = slices.Insert(lr.held, i, heldBatch{lines, size})
+	lr.heldBytes += size
+}
+
+// drain delivers the held batches that now follow the last line delivered,
+// or with skipGaps all of them.
+func (lr *logReader) drain(skipGaps bool) error {
+	for len(lr.held) > 0 && (skipGaps || lr.held[0].first() <= lr.last+1) {
+		h := lr.held[0]
+		lr.held = slices.Delete(lr.held, 0, 1)
+		lr.heldBytes -= h.size
+		if err := lr.deliver(h.lines); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// finalGaps tells the reader that no more batches will come: it delivers
+// what it holds, skipping the lines that never came, and delivers whatever
+// still comes at once.
+func (lr *logReader) finalGaps() error {
+	if len(lr.held) > 0 {
+		lr.d.log.Warn("run logs miss lines", "run", lr.run, "after", lr.last, "next", lr.held[0].first())
+	}
+	lr.gapsFinal = true
+	return lr.drain(true)
+}
+
+// readN delivers the first n messages. When ended, the run has ended and
+// nothing more will come, so held batches are delivered too; otherwise the
+// lines after a gap are left for a later read, since the gap may yet fill.
+func (lr *logReader) readN(ctx context.Context, cons jetstream.Consumer, n uint64, ended bool) error {
 	if n == 0 {
 		return nil
 	}
@@ -108,6 +200,9 @@ func (lr *logReader) readN(ctx context.Context, cons jetstream.Consumer, n uint6
 		if err := lr.batch(m.Data()); err != nil {
 			return err
 		}
+	}
+	if ended {
+		return lr.finalGaps()
 	}
 	return nil
 }
@@ -158,6 +253,10 @@ func (lr *logReader) follow(ctx context.Context, cons jetstream.Consumer, caught
 			}
 			md, err := m.Metadata()
 			caughtUp = err == nil && md.NumPending == 0
+			if err == nil {
+				lr.streamSeq = md.Sequence.Stream
+			}
+			lr.readAt = time.Now()
 			idle.Reset(logIdleCheck)
 			if !caughtUp {
 				continue
@@ -186,6 +285,7 @@ type logEnd struct {
 	final    int64     // lines the agent reported at its end; -1 unknown
 	lookedUp bool      // final was looked up in RUN_EVENTS
 	ended    time.Time // when the store first showed the run ended
+	endSeq   uint64    // stream sequence of the run's last log message then
 }
 
 // likely reports whether the end may have come, so that checking it after
@@ -207,19 +307,49 @@ func (e *logEnd) check(ctx context.Context, caughtUp bool) (bool, error) {
 			return false, nil
 		}
 		e.ended = time.Now()
+		e.endSeq = e.lr.d.lastLogSeq(ctx, e.lr.run)
+	}
+	// An agent reports its end only once all its batches are stored, and
+	// the control plane stores none after the end. So once the follower
+	// has read what the stream held at the end, a batch it holds back waits
+	// for lines that will never come.
+	if !e.lr.gapsFinal && e.lr.streamSeq >= e.endSeq {
+		if err := e.lr.finalGaps(); err != nil {
+			return true, err
+		}
 	}
 	if e.final < 0 && !e.lookedUp {
 		e.final = e.lr.d.finalLogLines(ctx, e.lr.run)
 		e.lookedUp = true
 	}
 	if e.lr.last >= e.final {
-		return true, nil
+		return true, e.lr.finalGaps()
 	}
-	if time.Since(e.ended) >= logEndGrace {
+	// NumPending is the server's when it sent the message, and the client
+	// buffers hundreds: a slow follower may seem caught up long before it
+	// is. So the grace runs from the end or the last message read.
+	if time.Since(e.ended) >= logEndGrace && time.Since(e.lr.readAt) >= logEndGrace {
 		e.lr.d.log.Warn("run logs end short of the agent's count", "run", e.lr.run, "last", e.lr.last, "count", e.final)
-		return true, nil
+		return true, e.lr.finalGaps()
 	}
 	return false, nil
+}
+
+// lastLogSeq returns the stream sequence of the run's last message in
+// RUN_LOGS: 0 when it has none, the largest sequence when JetStream cannot
+// tell.
+func (d *Dispatcher) lastLogSeq(ctx context.Context, runID string) uint64 {
+	s, err := d.js.Stream(ctx, natsbus.StreamRunLogs)
+	if err == nil {
+		var m *jetstream.RawStreamMsg
+		if m, err = s.GetLastMsgForSubject(ctx, natsbus.RunLogStore(runID)); err == nil {
+			return m.Sequence
+		}
+	}
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0
+	}
+	return math.MaxUint64
 }
 
 // finalLogLines returns the log line count of the run's last event when

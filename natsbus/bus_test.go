@@ -125,7 +125,9 @@ func TestOpenEmbedded(t *testing.T) {
 	MustEnsureStreams(t, bus)
 	MustEnsureStreams(t, bus)
 	run := cove.NewID("run")
-	for _, subject := range []string{natsbus.RunLogs(run), natsbus.RunEvents(run)} {
+	// Agents' log requests are not stored as they are: the control plane
+	// stores what it accepts under RunLogStore.
+	for _, subject := range []string{natsbus.RunLogs(run), natsbus.RunLogStore(run), natsbus.RunEvents(run)} {
 		if err := nc.Publish(subject, []byte("x")); err != nil {
 			t.Fatal(err)
 		}
@@ -187,7 +189,7 @@ func TestRestartKeepsCredentialsAndMessages(t *testing.T) {
 	bus := MustOpen(t, dir)
 	MustEnsureStreams(t, bus)
 	for range 3 {
-		if err := bus.Conn().Publish(natsbus.RunLogs(run), []byte("line")); err != nil {
+		if err := bus.Conn().Publish(natsbus.RunLogStore(run), []byte("line")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -207,11 +209,11 @@ func TestRestartKeepsCredentialsAndMessages(t *testing.T) {
 		t.Errorf("RUN_LOGS holds %d messages after restart, want 3", n)
 	}
 	agent := MustConnect(t, bus, kept, natsbus.RunInboxPrefix(run))
-	if err := agent.Publish(natsbus.RunLogs(run), []byte("after restart")); err != nil {
+	if err := agent.Publish(natsbus.RunEvents(run), []byte("after restart")); err != nil {
 		t.Fatal(err)
 	}
 	agent.Flush()
-	waitFor(t, 5*time.Second, "log published after restart", func() bool { return streamMsgs(t, bus, natsbus.StreamRunLogs) == 4 })
+	waitFor(t, 5*time.Second, "event published after restart", func() bool { return streamMsgs(t, bus, natsbus.StreamRunEvents) == 1 })
 	if _, err := connect(bus, revoked, natsbus.RunInboxPrefix(run)); !errors.Is(err, nats.ErrAuthorization) {
 		t.Errorf("revoked credential after restart: connect error %v, want %v", err, nats.ErrAuthorization)
 	}

@@ -264,7 +264,10 @@ func TestRunCredentialDenied(t *testing.T) {
 		natsbus.RunInboxPrefix(runB) + ".>", natsbus.RunInboxPrefix(runB) + ".x.y",
 		natsbus.NodeControl(node), natsbus.NodeInboxPrefix(node) + ".>",
 		natsbus.AllRunLogs, "cove.>", ">", "_INBOX.>", "$JS.API.>", "$SYS.>",
-		natsbus.RunLogs(runA), // its own reports: see "reflection" below
+		// Its own reports: see "reflection" below.
+		natsbus.RunLogs(runA),
+		// The stored logs are the control plane's.
+		natsbus.RunLogStore(runA), natsbus.AllRunLogStores,
 	} {
 		t.Run("subscribe "+subject, func(t *testing.T) {
 			if _, err := agentA.SubscribeSync(subject); err != nil {
@@ -278,6 +281,7 @@ func TestRunCredentialDenied(t *testing.T) {
 		natsbus.RunControl(runB), natsbus.RunInboxPrefix(runB) + ".x",
 		natsbus.NodeHeartbeat(node), natsbus.NodeControl(node),
 		natsbus.RunControl(runA), natsbus.RunInboxPrefix(runA) + ".x",
+		natsbus.RunLogStore(runA), natsbus.RunLogStore(runB), // only the control plane stores logs
 		"$JS.API.STREAM.LIST", "$JS.API.STREAM.DELETE." + natsbus.StreamRunLogs, "_INBOX.x", "other",
 	} {
 		t.Run("publish "+subject, func(t *testing.T) {
@@ -517,7 +521,8 @@ func TestIssueRejects(t *testing.T) {
 			t.Errorf("IssueRunCredential(%q) = %v, want invalid", id, err)
 		}
 	}
-	for _, expires := range []time.Time{{}, time.Now(), time.Now().Add(-time.Hour), time.Now().Add(300 * time.Millisecond).Truncate(time.Second)} {
+	// The last is in the future, but not once rounded down to the second.
+	for _, expires := range []time.Time{{}, time.Now(), time.Now().Add(-time.Hour), time.Now().Truncate(time.Second).Add(999 * time.Millisecond)} {
 		if _, err := bus.IssueRunCredential(cove.NewID("run"), expires); cove.ErrorCode(err) != cove.Invalid {
 			t.Errorf("IssueRunCredential expiring %v = %v, want invalid", expires, err)
 		}

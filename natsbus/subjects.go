@@ -10,11 +10,14 @@ import (
 // Every NATS subject Cove uses is built in this file, so the protocol can be
 // read in one place and README.md can be checked against it. Subjects have
 // the shape cove.node.<node>.<verb> and cove.run.<run>.<verb>; the second
-// token names the owner, which is what credentials are scoped by.
+// token names the owner, which is what credentials are scoped by. Subjects
+// under cove.logs are the control plane's own: no node or agent credential
+// names them.
 
 const (
-	nodeRoot = "cove.node"
-	runRoot  = "cove.run"
+	nodeRoot     = "cove.node"
+	runRoot      = "cove.run"
+	logStoreRoot = "cove.logs"
 
 	verbHeartbeat = "heartbeat"
 	verbEvents    = "events"
@@ -39,6 +42,10 @@ const (
 	AllRunHeartbeats  = runRoot + ".*." + verbHeartbeat
 	AllRunResults     = runRoot + ".*." + verbResults
 )
+
+// AllRunLogStores is what the RUN_LOGS stream captures: the log batches the
+// control plane has accepted, of every run.
+const AllRunLogStores = logStoreRoot + ".*"
 
 // NodeHeartbeat is where a node reports that it is alive, with its capacity.
 func NodeHeartbeat(node string) string { return nodeRoot + "." + node + "." + verbHeartbeat }
@@ -65,9 +72,16 @@ func RunInputs(run string) string { return runRoot + "." + run + "." + verbInput
 // the RUN_EVENTS stream.
 func RunEvents(run string) string { return runRoot + "." + run + "." + verbEvents }
 
-// RunLogs is where an agent streams the algorithm's output; JetStream keeps it
-// in the RUN_LOGS stream so followers can start from the beginning.
+// RunLogs is where an agent sends the algorithm's output, each batch a
+// request the control plane answers once it has stored the batch under
+// RunLogStore. No stream captures it: a stream would drop what its ingest
+// queue cannot hold, without telling the agent.
 func RunLogs(run string) string { return runRoot + "." + run + "." + verbLogs }
+
+// RunLogStore is where the control plane stores the log batches of run that
+// it accepted on RunLogs; the RUN_LOGS stream keeps them, so followers can
+// start from the beginning. Only the control plane may publish or read here.
+func RunLogStore(run string) string { return logStoreRoot + "." + run }
 
 // RunHeartbeat is where an agent reports that it is alive.
 func RunHeartbeat(run string) string { return runRoot + "." + run + "." + verbHeartbeat }

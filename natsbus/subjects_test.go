@@ -28,10 +28,12 @@ func TestSubjects(t *testing.T) {
 		{natsbus.RunResults(run), "cove.run.run_1.results", natsbus.AllRunResults},
 		{natsbus.RunControl(run), "cove.run.run_1.control", ""},
 		{natsbus.RunInboxPrefix(run), "cove.run.run_1.inbox", ""},
+		{natsbus.RunLogStore(run), "cove.logs.run_1", natsbus.AllRunLogStores},
 	}
 	wildcards := []string{
 		natsbus.AllNodeHeartbeats, natsbus.AllNodeEvents, natsbus.AllRunManifests, natsbus.AllRunInputs,
 		natsbus.AllRunEvents, natsbus.AllRunLogs, natsbus.AllRunHeartbeats, natsbus.AllRunResults,
+		natsbus.AllRunLogStores,
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want || !server.IsValidLiteralSubject(tt.got) {
@@ -55,6 +57,7 @@ func TestSubjectOwner(t *testing.T) {
 		{natsbus.NodeHeartbeat("node_1"), "node_1", ""},
 		{natsbus.NodeInboxPrefix("node_1") + ".abc.1", "node_1", ""},
 		{natsbus.RunLogs("run_1"), "", "run_1"},
+		{natsbus.RunLogStore("run_1"), "", ""}, // the control plane's own
 		{"cove.run.run_1", "", ""},
 		{"cove.run..logs", "", ""},
 		{"cove.run.run_1.", "", ""},

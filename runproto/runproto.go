@@ -122,7 +122,7 @@ type Reconcile struct {
 	Active []string `json:"active"`
 }
 
-// Reply answers a Command or a JSON request.
+// Reply answers a Command or a JSON request, a LogBatch among them.
 type Reply struct {
 	Error *Error `json:"error,omitempty"`
 }
@@ -173,11 +173,15 @@ type Event struct {
 	ExitCode   *int      `json:"exit_code,omitempty"`
 	CPUTime    float64   `json:"cpu_seconds,omitempty"`
 	PeakMemory int64     `json:"peak_memory_bytes,omitempty"`
-	LogLines   int64     `json:"log_lines,omitempty"` // on the last event: lines published
+	LogLines   int64     `json:"log_lines,omitempty"` // on the last event: lines the control plane acknowledged
 }
 
-// LogBatch is a batch of log lines an agent publishes on RunLogs. Batching
-// keeps a chatty algorithm from costing one message per line.
+// LogBatch is a batch of log lines an agent sends as a request on RunLogs;
+// the control plane answers a Reply once it has stored the batch, and an
+// agent sends a batch that got no answer, or an unavailable one, again,
+// unchanged. The lines are numbered one after the other; the first names
+// the batch, so a batch sent twice is stored once. Batching keeps a chatty
+// algorithm from costing one message per line.
 type LogBatch struct {
 	Lines []LogLine `json:"lines"`
 }

@@ -3,13 +3,15 @@
 // runproto over a real embedded NATS server, serves inputs from a real
 // blob store, checks what agents send the way the control plane must
 // (reply subjects in the run's inbox, report data bound to the manifest,
-// result chunks in order and hashing to the commit), and records it all.
-// Hooks on each run let a test tamper with what is served.
+// log lines numbered one after the other, result chunks in order and
+// hashing to the commit), and records it all. Hooks on each run let a test
+// tamper with what is served and refuse or ignore log batches.
 package agenttest
 
 import (
 	"archive/tar"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -21,6 +23,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -157,10 +160,10 @@ func New(tb testing.TB, bus *natsbus.Bus, blobs *blob.FS) *ControlPlane {
 		natsbus.AllRunManifests: cp.request(cp.manifest),
 		natsbus.AllRunInputs:    cp.request(cp.inputs),
 		natsbus.AllRunResults:   cp.request(cp.results),
+		natsbus.AllRunLogs:      cp.request(cp.logs),
 	}
 	all := map[string]nats.MsgHandler{
 		natsbus.AllRunEvents:     cp.report(cp.event),
-		natsbus.AllRunLogs:       cp.report(cp.logs),
 		natsbus.AllRunHeartbeats: cp.report(func(r *Run, _ *nats.Msg) { r.heartbeats++ }),
 	}
 	maps.Copy(all, cp.handlers)
@@ -194,8 +197,8 @@ func (cp *ControlPlane) subscribe(subject string, h nats.MsgHandler) error {
 }
 
 // Away makes the control plane stop answering requests for d, as while it
-// restarts: agents' requests meet no responders. Reports (events, logs,
-// heartbeats) still arrive, as JetStream would keep them.
+// restarts: agents' requests, log batches included, meet no responders.
+// Reports (events, heartbeats) still arrive, as JetStream would keep them.
 func (cp *ControlPlane) Away(d time.Duration) {
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
@@ -228,7 +231,16 @@ type RunSpec struct {
 	Attest func(runproto.Evidence) error
 	// Chunk, when set, may replace the bytes served for a chunk request.
 	Chunk func(sha string, offset int64, data []byte) []byte
+	// Logs, when set, decides on each log batch request before it is
+	// stored; try counts the requests for the batch's first line, from 1.
+	// An error is answered and nothing stored (an agent sends the batch
+	// again when the code is unavailable); ErrNoAnswer leaves the request
+	// unanswered, as a control plane with too much to do would.
+	Logs func(b runproto.LogBatch, try int) error
 }
+
+// ErrNoAnswer, returned by RunSpec.Logs, leaves a log request unanswered.
+var ErrNoAnswer = errors.New("agenttest: no answer")
 
 // Run is one run the fake control plane knows, and what its agent sent.
 type Run struct {
@@ -246,8 +258,9 @@ type Run struct {
 	evidence     *runproto.Evidence
 	chunksServed int
 	events       []runproto.Event
-	lines        []runproto.LogLine
-	batches      int
+	lines        []runproto.LogLine // stored, in order of Seq
+	batches      int                // stored
+	logTries     map[int64]int      // log requests by first line
 	heartbeats   int
 	begin        *runproto.ResultBegin
 	result       bytes.Buffer
@@ -276,7 +289,7 @@ func (cp *ControlPlane) AddRun(tb testing.TB, id string, spec RunSpec) *Run {
 	}
 	nonce := make([]byte, 32)
 	rand.Read(nonce)
-	r := &Run{ID: id, Creds: creds, Canonical: canon, SHA256: sum, Nonce: nonce, spec: spec}
+	r := &Run{ID: id, Creds: creds, Canonical: canon, SHA256: sum, Nonce: nonce, spec: spec, logTries: map[int64]int{}}
 	cp.mu.Lock()
 	cp.runs[id] = r
 	cp.mu.Unlock()
@@ -323,8 +336,9 @@ type Snapshot struct {
 	Evidence     *runproto.Evidence
 	ChunksServed int
 	Events       []runproto.Event
-	Lines        []runproto.LogLine
-	Batches      int
+	Lines        []runproto.LogLine // stored, in order of Seq, each once
+	Batches      int                // stored
+	LogRequests  int                // log batch requests, repeated ones included
 	Heartbeats   int
 	Begin        *runproto.ResultBegin
 	Result       []byte // the sealed result's chunks, in order
@@ -362,6 +376,7 @@ func (cp *ControlPlane) Snapshot(r *Run) Snapshot {
 		Events:       append([]runproto.Event(nil), r.events...),
 		Lines:        append([]runproto.LogLine(nil), r.lines...),
 		Batches:      r.batches,
+		LogRequests:  logRequests(r.logTries),
 		Heartbeats:   r.heartbeats,
 		Begin:        r.begin,
 		Result:       bytes.Clone(r.result.Bytes()),
@@ -419,6 +434,9 @@ func (cp *ControlPlane) request(h func(*Run, *nats.Msg) ([]byte, error)) nats.Ms
 			var err error = cove.Errorf(cove.NotFound, "no run %s", id)
 			if r != nil {
 				body, err = h(r, m)
+			}
+			if errors.Is(err, ErrNoAnswer) {
+				return
 			}
 			out := nats.NewMsg(m.Reply)
 			out.Data = body
@@ -631,14 +649,54 @@ func (cp *ControlPlane) event(r *Run, m *nats.Msg) {
 	r.events = append(r.events, ev)
 }
 
-func (cp *ControlPlane) logs(r *Run, m *nats.Msg) {
+// logs stores a log batch, as the control plane does: the lines must be
+// numbered one after the other, and a batch sent again (same first line)
+// is stored once and answered again. Batches may come out of order; the
+// lines are kept in order of Seq.
+func (cp *ControlPlane) logs(r *Run, m *nats.Msg) ([]byte, error) {
 	var b runproto.LogBatch
-	if err := json.Unmarshal(m.Data, &b); err != nil {
-		r.problems = append(r.problems, "bad log batch")
-		return
+	err := json.Unmarshal(m.Data, &b)
+	for i, l := range b.Lines {
+		if err == nil && (l.Seq != b.Lines[0].Seq+int64(i) || l.Seq < 1) {
+			err = errors.New("lines not numbered one after the other")
+		}
 	}
-	r.batches++
-	r.lines = append(r.lines, b.Lines...)
+	if err != nil || len(b.Lines) == 0 {
+		cp.problem(r, "bad log batch")
+		return nil, cove.Errorf(cove.Invalid, "bad log batch")
+	}
+	first, last := b.Lines[0].Seq, b.Lines[len(b.Lines)-1].Seq
+	cp.mu.Lock()
+	r.logTries[first]++
+	try := r.logTries[first]
+	cp.mu.Unlock()
+	if r.spec.Logs != nil {
+		if err := r.spec.Logs(b, try); err != nil {
+			return nil, err
+		}
+	}
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	i, found := slices.BinarySearchFunc(r.lines, first, func(l runproto.LogLine, seq int64) int { return cmp.Compare(l.Seq, seq) })
+	switch {
+	case found && i+len(b.Lines) <= len(r.lines) && r.lines[i+len(b.Lines)-1].Seq == last:
+		// Sent again: stored already.
+	case found || i < len(r.lines) && r.lines[i].Seq <= last:
+		r.problems = append(r.problems, "log batches overlap")
+		return nil, cove.Errorf(cove.Invalid, "log batches overlap")
+	default:
+		r.lines = slices.Insert(r.lines, i, b.Lines...)
+		r.batches++
+	}
+	return json.Marshal(runproto.Reply{})
+}
+
+func logRequests(tries map[int64]int) int {
+	n := 0
+	for _, t := range tries {
+		n += t
+	}
+	return n
 }
 
 // wasmCacheDir is the compilation cache every test driver shares, across
@@ -687,8 +745,9 @@ func (d *Driver) Run(ctx context.Context, spec sandbox.Spec) (sandbox.Result, er
 }
 
 // WaitFinal waits until the last event of r (succeeded or failed) and
-// every log line it counts have arrived: the agent publishes them before
-// it returns, but the control plane receives them a little later.
+// every log line it counts have arrived: the agent has every batch
+// acknowledged before it sends its last event, but the event reaches the
+// control plane a little after the agent returns.
 func (cp *ControlPlane) WaitFinal(tb testing.TB, r *Run, timeout time.Duration) Snapshot {
 	tb.Helper()
 	return cp.WaitFor(tb, r, timeout, "the last event and its log lines", func(s Snapshot) bool {
