@@ -248,6 +248,13 @@ func (d *Dispatcher) agentLost(runID string) {
 		d.forget(runID, nil)
 		return
 	}
+	// An agent stops heartbeating once its final event is out. Under load
+	// the event consumer can be further behind than AgentLostAfter; the
+	// agent is not lost if its final event is stored, only not applied yet.
+	if ev := d.lastTerminalEvent(ctx, runID); ev != nil {
+		d.armLost(runID)
+		return
+	}
 	d.failRun(ctx, runID, computation.AgentLost, "the agent sent no heartbeat for "+d.cfg.AgentLostAfter.String())
 }
 

@@ -356,19 +356,29 @@ func (d *Dispatcher) lastLogSeq(ctx context.Context, runID string) uint64 {
 // that event ends the run, else 0: a run the control plane ended has no
 // count, and its logs end where the stream does.
 func (d *Dispatcher) finalLogLines(ctx context.Context, runID string) int64 {
+	if ev := d.lastTerminalEvent(ctx, runID); ev != nil {
+		return ev.LogLines
+	}
+	return 0
+}
+
+// lastTerminalEvent returns the run's last event in RUN_EVENTS when it is
+// the agent's final one (succeeded or failed), applied or not; nil
+// otherwise.
+func (d *Dispatcher) lastTerminalEvent(ctx context.Context, runID string) *runproto.Event {
 	s, err := d.js.Stream(ctx, natsbus.StreamRunEvents)
 	if err != nil {
-		return 0
+		return nil
 	}
 	raw, err := s.GetLastMsgForSubject(ctx, natsbus.RunEvents(runID))
 	if err != nil {
-		return 0
+		return nil
 	}
 	var ev runproto.Event
 	if json.Unmarshal(raw.Data, &ev) != nil || !computation.State(ev.State).Terminal() {
-		return 0
+		return nil
 	}
-	return ev.LogLines
+	return &ev
 }
 
 // unavailable wraps a JetStream or context error.
