@@ -343,22 +343,7 @@ func (a *app) datasetListCommand() *cobra.Command {
 }
 
 func (a *app) datasetGetCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "get ID",
-		Short: "Show a dataset with its policy",
-		Args:  exactly("ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client(cmd)
-			if err != nil {
-				return err
-			}
-			d, err := c.GetDataset(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			return a.show(cmd, d, func(w io.Writer) { printDataset(w, d) })
-		},
-	}
+	return showCommand(a, "get", "Show a dataset with its policy", (*sdk.Client).GetDataset, printDataset)
 }
 
 func printDataset(w io.Writer, d *catalog.Dataset) {
@@ -674,22 +659,7 @@ func printAlgorithm(w io.Writer, alg *catalog.Algorithm) {
 }
 
 func (a *app) algorithmGetCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "get ID",
-		Short: "Show an algorithm",
-		Args:  exactly("ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client(cmd)
-			if err != nil {
-				return err
-			}
-			alg, err := c.GetAlgorithm(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			return a.show(cmd, alg, func(w io.Writer) { printAlgorithm(w, alg) })
-		},
-	}
+	return showCommand(a, "get", "Show an algorithm", (*sdk.Client).GetAlgorithm, printAlgorithm)
 }
 
 func (a *app) algorithmUpdateCommand() *cobra.Command {

@@ -268,22 +268,7 @@ func (a *app) computationListCommand() *cobra.Command {
 }
 
 func (a *app) computationGetCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "get ID",
-		Short: "Show a computation, its manifest digest and approvals",
-		Args:  exactly("ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client(cmd)
-			if err != nil {
-				return err
-			}
-			x, err := c.GetComputation(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			return a.show(cmd, x, func(w io.Writer) { printComputation(w, x) })
-		},
-	}
+	return showCommand(a, "get", "Show a computation, its manifest digest and approvals", (*sdk.Client).GetComputation, printComputation)
 }
 
 func printComputation(w io.Writer, x *computation.Computation) {

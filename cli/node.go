@@ -97,23 +97,9 @@ func (a *app) nodeListCommand() *cobra.Command {
 }
 
 func (a *app) nodeDescribeCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:     "describe ID",
-		Aliases: []string{"get"},
-		Short:   "Show a node: what it offers, its state and what is reserved on it",
-		Args:    exactly("ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client(cmd)
-			if err != nil {
-				return err
-			}
-			n, err := c.GetNode(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			return a.show(cmd, n, func(w io.Writer) { describeNode(w, n) })
-		},
-	}
+	cmd := showCommand(a, "describe", "Show a node: what it offers, its state and what is reserved on it", (*sdk.Client).GetNode, describeNode)
+	cmd.Aliases = []string{"get"}
+	return cmd
 }
 
 func describeNode(w io.Writer, n *node.Node) {
@@ -152,24 +138,9 @@ func describeNode(w io.Writer, n *node.Node) {
 }
 
 func (a *app) nodeChangeCommand(verb, short, done string, change func(*sdk.Client, context.Context, string) (*node.Node, error)) *cobra.Command {
-	return &cobra.Command{
-		Use:   verb + " ID",
-		Short: short,
-		Args:  exactly("ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client(cmd)
-			if err != nil {
-				return err
-			}
-			n, err := change(c, cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			return a.show(cmd, n, func(w io.Writer) {
-				fmt.Fprintf(w, "%s node %s (%s); it is %s.\n", done, n.Name, n.ID, n.State)
-			})
-		},
-	}
+	return showCommand(a, verb, short, change, func(w io.Writer, n *node.Node) {
+		fmt.Fprintf(w, "%s node %s (%s); it is %s.\n", done, n.Name, n.ID, n.State)
+	})
 }
 
 func (a *app) nodeRemoveCommand() *cobra.Command {

@@ -155,3 +155,24 @@ func list[T any](cmd *cobra.Command, a *app, f *listFlags, cols columns[T], fetc
 	}
 	return nil
 }
+
+// showCommand returns a command "USE ID" that fetches one object and shows
+// it: as JSON with -o json, else through text.
+func showCommand[T any](a *app, use, short string, fetch func(*sdk.Client, context.Context, string) (T, error), text func(io.Writer, T)) *cobra.Command {
+	return &cobra.Command{
+		Use:   use + " ID",
+		Short: short,
+		Args:  exactly("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client(cmd)
+			if err != nil {
+				return err
+			}
+			v, err := fetch(c, cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return a.show(cmd, v, func(w io.Writer) { text(w, v) })
+		},
+	}
+}
