@@ -57,11 +57,8 @@ type Main struct {
 	API       *httpapi.Server
 	// Dispatch is the control plane's side of the run protocol over NATS.
 	Dispatch *dispatch.Dispatcher
-	// Catalog fields.
 	catalogParts // Blobs *blob.FS and Catalog *catalog.Service (blobs.go)
-	// Computation fields.
 	computationParts // Computations *computation.Service and RunLogs (computation.go)
-	// Node fields.
 	nodeParts // Scheduler *scheduler.Scheduler, Nodes *node.Service and NodeConfig (nodes.go)
 
 	// URL is the base URL of the API once Run has returned.
@@ -150,15 +147,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Registry: reg, Log: m.Log, MaxBodyBytes: cfg.HTTP.MaxBodyBytes, Version: Version,
 	})
 
-	// Catalog wiring.
 	if err := m.startCatalog(ctx); err != nil {
 		return err
 	}
-	// Computation wiring.
 	if err := m.startComputations(ctx); err != nil {
 		return err
 	}
-	// Node wiring.
 	if err := m.startNodes(ctx); err != nil {
 		return err
 	}
