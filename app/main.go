@@ -56,10 +56,10 @@ type Main struct {
 	Workspace *workspace.Service
 	API       *httpapi.Server
 	// Dispatch is the control plane's side of the run protocol over NATS.
-	Dispatch *dispatch.Dispatcher
-	catalogParts // Blobs *blob.FS and Catalog *catalog.Service (blobs.go)
+	Dispatch         *dispatch.Dispatcher
+	catalogParts     // Blobs *blob.FS and Catalog *catalog.Service (blobs.go)
 	computationParts // Computations *computation.Service and RunLogs (computation.go)
-	nodeParts // Scheduler *scheduler.Scheduler, Nodes *node.Service and NodeConfig (nodes.go)
+	nodeParts        // Scheduler *scheduler.Scheduler, Nodes *node.Service and NodeConfig (nodes.go)
 
 	// URL is the base URL of the API once Run has returned.
 	URL string
