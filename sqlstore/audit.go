@@ -18,7 +18,7 @@ func NewAuditStore(db *DB) *AuditStore { return &AuditStore{db: db} }
 
 // RecordAudit appends an entry outside any transaction.
 func (s *AuditStore) RecordAudit(ctx context.Context, e audit.Entry) error {
-	return recordAudit(ctx, s.db, s.db.sql, e)
+	return recordAudit(ctx, s.db, s.db.stmts, e)
 }
 
 func recordAudit(ctx context.Context, db *DB, q querier, e audit.Entry) error {
@@ -34,7 +34,7 @@ func (s *AuditStore) FindAudit(ctx context.Context, f audit.Filter) ([]audit.Ent
 	if after == "" {
 		after = "~" // sorts after every ID
 	}
-	rows, err := s.db.sql.QueryContext(ctx, `SELECT id, time, actor_id, workspace_id, action, target, outcome, detail FROM audit_log
+	rows, err := s.db.stmts.QueryContext(ctx, `SELECT id, time, actor_id, workspace_id, action, target, outcome, detail FROM audit_log
 		WHERE id < $1 AND ($2 = '' OR workspace_id = $2) AND ($3 = '' OR actor_id = $3) AND ($4 = '' OR action = $4)
 		ORDER BY id DESC LIMIT $5`, after, f.WorkspaceID, f.ActorID, f.Action, f.Page.Limit)
 	if err != nil {

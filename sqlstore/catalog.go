@@ -22,7 +22,7 @@ type CatalogStore struct {
 var _ catalog.Store = (*CatalogStore)(nil)
 
 // NewCatalogStore returns the catalog store of db.
-func NewCatalogStore(db *DB) *CatalogStore { return &CatalogStore{db: db, q: db.sql} }
+func NewCatalogStore(db *DB) *CatalogStore { return &CatalogStore{db: db, q: db.stmts} }
 
 // Atomic runs fn in one transaction.
 func (s *CatalogStore) Atomic(ctx context.Context, fn func(catalog.Store) error) error {

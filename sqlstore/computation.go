@@ -22,7 +22,7 @@ type ComputationStore struct {
 var _ computation.Store = (*ComputationStore)(nil)
 
 // NewComputationStore returns the computation store of db.
-func NewComputationStore(db *DB) *ComputationStore { return &ComputationStore{db: db, q: db.sql} }
+func NewComputationStore(db *DB) *ComputationStore { return &ComputationStore{db: db, q: db.stmts} }
 
 // Atomic runs fn in one transaction.
 func (s *ComputationStore) Atomic(ctx context.Context, fn func(computation.Store) error) error {

@@ -19,7 +19,7 @@ type IdentityStore struct {
 var _ identity.Store = (*IdentityStore)(nil)
 
 // NewIdentityStore returns the identity store of db.
-func NewIdentityStore(db *DB) *IdentityStore { return &IdentityStore{db: db, q: db.sql} }
+func NewIdentityStore(db *DB) *IdentityStore { return &IdentityStore{db: db, q: db.stmts} }
 
 // Atomic runs fn in one transaction.
 func (s *IdentityStore) Atomic(ctx context.Context, fn func(identity.Store) error) error {

@@ -54,6 +54,7 @@ var (
 // DB is an open database with its migrations applied.
 type DB struct {
 	sql    *sql.DB
+	stmts  *stmtCache // what the stores query through
 	engine engine
 }
 
@@ -85,10 +86,15 @@ func Open(ctx context.Context, url string, log *slog.Logger) (*DB, error) {
 	if err != nil {
 		return nil, cove.Wrap(err, "could not open the database")
 	}
+	// Idle connections are kept up to the maximum (database/sql keeps 2 by
+	// default): a new connection costs SQLite its pragmas and every
+	// statement prepared again, and PostgreSQL a handshake.
 	if eng.name == "sqlite" {
 		db.SetMaxOpenConns(8)
+		db.SetMaxIdleConns(8)
 	} else {
 		db.SetMaxOpenConns(32)
+		db.SetMaxIdleConns(32)
 		db.SetConnMaxIdleTime(5 * time.Minute)
 	}
 	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -97,7 +103,7 @@ func Open(ctx context.Context, url string, log *slog.Logger) (*DB, error) {
 		db.Close()
 		return nil, &cove.Error{Code: cove.Unavailable, Message: fmt.Sprintf("could not reach the %s database; check --database-url and that the server is running", eng.name), Err: err}
 	}
-	d := &DB{sql: db, engine: eng}
+	d := &DB{sql: db, stmts: newStmtCache(db), engine: eng}
 	if err := d.migrate(ctx, log); err != nil {
 		db.Close()
 		return nil, err
@@ -138,7 +144,10 @@ func (d *DB) Ping(ctx context.Context) error {
 }
 
 // Close closes the database.
-func (d *DB) Close() error { return d.sql.Close() }
+func (d *DB) Close() error {
+	d.stmts.close()
+	return d.sql.Close()
+}
 
 // querier is what *sql.DB and *sql.Tx have in common.
 type querier interface {
@@ -150,14 +159,14 @@ type querier interface {
 // atomic runs fn in a transaction, or in q itself when q is already one,
 // so that domain services can nest Atomic calls.
 func (d *DB) atomic(ctx context.Context, q querier, fn func(querier) error) error {
-	if _, ok := q.(*sql.Tx); ok {
+	if _, ok := q.(stmtTx); ok {
 		return fn(q)
 	}
 	tx, err := d.sql.BeginTx(ctx, nil)
 	if err != nil {
 		return d.fail(err, "could not start a transaction")
 	}
-	if err := fn(tx); err != nil {
+	if err := fn(stmtTx{tx: tx, cache: d.stmts}); err != nil {
 		_ = tx.Rollback()
 		return err
 	}

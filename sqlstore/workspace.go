@@ -19,7 +19,7 @@ type WorkspaceStore struct {
 var _ workspace.Store = (*WorkspaceStore)(nil)
 
 // NewWorkspaceStore returns the workspace store of db.
-func NewWorkspaceStore(db *DB) *WorkspaceStore { return &WorkspaceStore{db: db, q: db.sql} }
+func NewWorkspaceStore(db *DB) *WorkspaceStore { return &WorkspaceStore{db: db, q: db.stmts} }
 
 // Atomic runs fn in one transaction.
 func (s *WorkspaceStore) Atomic(ctx context.Context, fn func(workspace.Store) error) error {
