@@ -10,7 +10,7 @@ import (
 // domains are the packages that hold business rules. They may import the
 // standard library, the root package and each other, never an adapter's
 // technology, so the rules can be read and tested without any of it.
-var domains = []string{"", "audit", "authz", "identity", "workspace", "sandbox", "catalog", "computation", "scheduler", "node", "runproto"}
+var domains = []string{"", "audit", "authz", "identity", "workspace", "sandbox", "catalog", "computation", "scheduler", "node", "runproto", "ca"}
 
 // forbidden are the imports that make a package an adapter.
 var forbidden = []string{
