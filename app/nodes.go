@@ -36,11 +36,16 @@ func (m *Main) startNodes(ctx context.Context) error {
 	if cfg.LostAfter == 0 {
 		cfg.LostAfter = m.Config.Node.LostAfter
 	}
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = m.Config.Node.HeartbeatInterval
+	}
 	if cfg.Log == nil {
 		cfg.Log = m.Log.With("component", "nodes")
 	}
-	m.Nodes = node.NewService(sqlstore.NewNodeStore(m.DB), m.Authz, busCredentials{m.Bus}, m.Scheduler, runs, cfg, nil)
-	m.API.MountNodes(m.Nodes)
+	certs := nodeCertificates{m.CA}
+	m.Nodes = node.NewService(sqlstore.NewNodeStore(m.DB), m.Authz, busCredentials{m.Bus}, certs, m.Scheduler, runs, cfg, nil)
+	m.API.MountNodes(m.Nodes, certs)
+	m.CA.SetRevocations(certRevocations{m})
 	m.Computations.Scheduler = m.Scheduler
 	if err := m.Scheduler.Recover(ctx); err != nil {
 		return err
@@ -64,17 +69,15 @@ type busCredentials struct{ bus *natsbus.Bus }
 
 var _ node.Credentials = busCredentials{}
 
-func (c busCredentials) IssueNodeCredential(nodeID string, expires time.Time) (string, string, error) {
-	cred, err := c.bus.IssueNodeCredential(nodeID, expires)
+func (c busCredentials) IssueNodeCredential(nodeID, user string, expires time.Time) (string, string, error) {
+	cred, err := c.bus.IssueNodeUser(nodeID, user, expires)
 	if err != nil {
 		return "", "", err
 	}
-	creds, err := cred.Creds()
-	if err != nil {
-		return "", "", err
-	}
-	return string(creds), c.bus.ClientURL(), nil
+	return cred.JWT, c.bus.ClientURL(), nil
 }
+
+func (c busCredentials) RevokeNodeCredential(user string) error { return c.bus.RevokeUser(user) }
 
 // computationRuns is the computation service as the scheduler and the node
 // registry need it. The scheduler cannot name computation's types (package

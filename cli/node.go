@@ -177,7 +177,7 @@ func (a *app) enrollTokenCommand() *cobra.Command {
 		Long: `Create a one-time enrollment token. Its secret is printed once, on stdout,
 and cannot be shown again. Hand it to the node's operator, who starts the
 node with:
-  cove node run --server URL --token TOKEN
+  cove node run --server URL --ca-fingerprint FP --token TOKEN
 
 Without --workspace the node becomes a platform node, which serves every
 workspace (platform admins only). With --workspace it becomes that
@@ -211,7 +211,14 @@ workspace's node, which only the workspace's runs use (its admins may).`,
 			e := cmd.ErrOrStderr()
 			fmt.Fprintf(e, "Created enrollment token %s for %s, valid once until %s; %s.\n", t.ID, kind, formatTime(t.ExpiresAt), approval)
 			fmt.Fprintln(e, "warning: this is the only time the secret is shown; pass it on now, like a password.")
-			fmt.Fprintf(e, "On the node's host run: cove node run --server %s --token <secret>\n", c.BaseURL())
+			// The node trusts the server at enrollment by its CA's
+			// fingerprint, which it checks against the chain the server
+			// presents: safe to pass along with the command.
+			trust := ""
+			if ch, err := c.CAChain(cmd.Context()); err == nil && ch.RootFingerprint != "" && strings.HasPrefix(c.BaseURL(), "https://") {
+				trust = " --ca-fingerprint " + ch.RootFingerprint
+			}
+			fmt.Fprintf(e, "On the node's host run: cove node run --server %s%s --token <secret>\n", c.BaseURL(), trust)
 			fmt.Fprintln(cmd.OutOrStdout(), t.Token)
 			return nil
 		},

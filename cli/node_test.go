@@ -7,6 +7,7 @@ import (
 
 	"github.com/covecompute/cove/app/apptest"
 	"github.com/covecompute/cove/node"
+	"github.com/covecompute/cove/node/nodetest"
 	"github.com/covecompute/cove/runproto"
 	"github.com/covecompute/cove/sdk"
 )
@@ -31,9 +32,10 @@ func TestNodeCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	keys := nodetest.NewKeys(t, "")
 	rep, err := anon.EnrollNode(context.Background(), runproto.EnrollRequest{
 		Token: secret, Name: "edge-1", Capacity: runproto.Resources{CPUs: 2, MemoryBytes: 4 << 30}, Drivers: []string{"wasm"},
-		Labels: map[string]string{"zone": "eu"},
+		Labels: map[string]string{"zone": "eu"}, CSR: keys.CSR, NATSUser: keys.NATSUser,
 	})
 	if err != nil {
 		t.Fatal(err)

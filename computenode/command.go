@@ -24,22 +24,28 @@ const EnvToken = "COVE_NODE_TOKEN"
 func Command() *cobra.Command {
 	var (
 		server, token, name, dataDir string
+		caFile, caFingerprint        string
 		labels, drivers              []string
 		cpus                         float64
 		memory, disk, logLevel       string
+		inputCache                   string
 	)
 	cmd := &cobra.Command{
 		Use:   "run --server URL --token ENROLL_TOKEN",
 		Short: "Run a compute node: contribute this host's capacity to a Cove control plane",
 		Long: `Run a compute node until interrupted.
 
-The first start enrolls the node with the control plane (--server, --token)
-and keeps its identity and NATS credential in DATA_DIR/node.json (mode 0600);
-later starts reuse it and need neither flag. The node then heartbeats its
+The first start enrolls the node with the control plane (--server, --token):
+the node makes its own keys and receives a client certificate from Cove's
+CA and a NATS user JWT, kept with the keys in DATA_DIR/node.json (mode 0600);
+later starts reuse it and need neither flag. Trust the control plane's
+HTTPS certificate at enrollment with --ca-fingerprint (printed by cove
+serve) or --ca-file; afterwards the node trusts the CA chain it was given.
+It renews its certificate by itself at two thirds of its lifetime. The node then heartbeats its
 capacity and drivers and runs one sandbox per computation run the control
 plane starts on it. See docs/node-operator.md.`,
-		Example: `  cove node run --server https://cove.example.com --token cve_... --label region=eu
-  COVE_NODE_TOKEN=cve_... cove node run --server http://127.0.0.1:7100 --drivers wasm`,
+		Example: `  cove node run --server https://cove.example.com --token cve_... --ca-fingerprint sha256:... --label region=eu
+  COVE_NODE_TOKEN=cve_... cove node run --server https://127.0.0.1:7100 --ca-file cove-ca.pem --drivers wasm`,
 		Args:         cobra.NoArgs,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -56,11 +62,25 @@ plane starts on it. See docs/node-operator.md.`,
 			if err != nil {
 				return err
 			}
-			cfg := Config{ServerURL: server, Token: token, Name: name, DataDir: dataDir, Log: log}
+			if !cmd.Flags().Changed("ca-file") && !cmd.Flags().Changed("ca-fingerprint") {
+				// `cove --ca-fingerprint FP node run` sets the CLI's global flags.
+				for _, g := range []struct {
+					name string
+					dst  *string
+				}{{"ca-file", &caFile}, {"ca-fingerprint", &caFingerprint}} {
+					if f := cmd.Root().PersistentFlags().Lookup(g.name); f != nil && f.Changed {
+						*g.dst = f.Value.String()
+					}
+				}
+			}
+			cfg := Config{ServerURL: server, Token: token, Name: name, DataDir: dataDir, Log: log, CAFile: caFile, CAFingerprint: caFingerprint}
 			if cfg.Labels, err = parseLabels(labels); err != nil {
 				return err
 			}
 			if cfg.Capacity, err = parseCapacity(cpus, memory, disk); err != nil {
+				return err
+			}
+			if cfg.InputCacheBytes, err = parseInputCache(inputCache); err != nil {
 				return err
 			}
 			if dataDir == "" {
@@ -101,6 +121,8 @@ plane starts on it. See docs/node-operator.md.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&server, "server", "", "URL of the Cove control plane to enroll with")
+	f.StringVar(&caFile, "ca-file", "", "PEM CA file to trust the control plane's HTTPS certificate by, at enrollment")
+	f.StringVar(&caFingerprint, "ca-fingerprint", "", "SHA-256 fingerprint of the control plane's CA (cove serve prints it), to trust its HTTPS certificate at enrollment")
 	f.StringVar(&token, "token", "", "one-time enrollment token (env "+EnvToken+"); needed for the first start only")
 	f.StringVar(&name, "name", "", "name of the node in the registry (default: the host name)")
 	f.StringVar(&dataDir, "data-dir", "./"+DefaultDataDir, "directory of the node's identity, caches and work directories")
@@ -109,6 +131,7 @@ plane starts on it. See docs/node-operator.md.`,
 	f.StringVar(&memory, "memory", "", "memory offered, in bytes or with a unit such as 16GiB (default: the host's total)")
 	f.StringVar(&disk, "disk", "", "disk offered for work directories, as --memory (default: free space in --data-dir)")
 	f.StringSliceVar(&drivers, "drivers", nil, "sandbox drivers to offer, of "+strings.Join(DriverNames, ",")+" (default: every driver that works here)")
+	f.StringVar(&inputCache, "input-cache", humanize.IBytes(DefaultInputCacheBytes), "disk kept for received inputs in --data-dir/cache, as --memory; 0 turns the cache off")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
 }
@@ -155,4 +178,16 @@ func parseCapacity(cpus float64, memory, disk string) (runproto.Resources, error
 		*f.dst = int64(b)
 	}
 	return r, nil
+}
+
+// parseInputCache reads --input-cache: a size, where 0 turns the cache off.
+func parseInputCache(size string) (int64, error) {
+	b, err := humanize.ParseBytes(size)
+	if err != nil || b > math.MaxInt64 {
+		return 0, cove.Errorf(cove.Invalid, "--input-cache %q is not a size such as 4GiB, or 0", size)
+	}
+	if b == 0 {
+		return -1, nil
+	}
+	return int64(b), nil
 }

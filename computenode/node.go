@@ -20,10 +20,12 @@ package computenode
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"maps"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -33,12 +35,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
 	"github.com/covecompute/cove"
 	"github.com/covecompute/cove/agent"
+	"github.com/covecompute/cove/blob"
 	"github.com/covecompute/cove/natsbus"
 	"github.com/covecompute/cove/runproto"
 	"github.com/covecompute/cove/sandbox"
@@ -59,6 +61,10 @@ type Config struct {
 	// Token is a one-time enrollment token from an administrator. Not
 	// needed once DataDir holds an enrollment.
 	Token string
+	// CAFile (PEM) and CAFingerprint say how to trust the control plane's
+	// HTTPS certificate before the node holds Cove's CA chain, which
+	// enrollment hands it; see package tlstrust. Empty: the system's roots.
+	CAFile, CAFingerprint string
 	// Name is how the node shows in the registry. Default: the host name.
 	Name string
 	// DataDir holds node.json (the node's identity and NATS credential,
@@ -79,22 +85,42 @@ type Config struct {
 	// those at Close. Drivers given here are the caller's to close, after
 	// the node's Close.
 	Drivers map[string]sandbox.Driver
+	// InputCacheBytes bounds the input cache in DataDir/cache: algorithms
+	// and datasets the node received, kept by SHA-256 digest so that the
+	// next runs over them do not fetch them again (each is still verified
+	// on its way into a run's work directory). Zero means
+	// DefaultInputCacheBytes; negative turns the cache off.
+	InputCacheBytes int64
 	// Log receives the node's log. Nil discards it.
 	Log *slog.Logger
 }
 
+// DefaultInputCacheBytes is the input cache's bound when
+// Config.InputCacheBytes is zero.
+const DefaultInputCacheBytes = 4 << 30
+
 // Node is a running compute node. Create it with Start; it is safe for
 // concurrent use.
 type Node struct {
-	cfg     Config
-	log     *slog.Logger
+	cfg  Config
+	log  *slog.Logger
+	http *http.Client // to the control plane, with the node's certificate
+	// id and natsURL are the node's, from its enrollment; renewal
+	// changes neither.
+	id, natsURL string
+
+	credMu  sync.RWMutex // guards the current credential, which renewal replaces
 	ident   identity
+	tlsCert *tls.Certificate
+	natsKey nkeys.KeyPair
+
 	nc      *nats.Conn
 	ctl     *nats.Subscription
 	drivers map[string]sandbox.Driver
 	closers []func(context.Context) error // drivers the node opened
 	runsDir string
-	unlock  func() // releases the data directory
+	cache   *blob.Cache // nil when turned off
+	unlock  func()      // releases the data directory
 
 	mu      sync.Mutex
 	runs    map[string]*runHandle // runs whose agent is alive
@@ -103,6 +129,9 @@ type Node struct {
 
 	stopBeat context.CancelFunc
 	beatDone chan struct{}
+
+	stopRenew context.CancelFunc
+	renewDone chan struct{}
 
 	done      chan struct{} // closed once the node has stopped
 	doneOnce  sync.Once
@@ -137,12 +166,13 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg:      cfg,
-		log:      cfg.Log,
-		runs:     map[string]*runHandle{},
-		runsDir:  cmp.Or(cfg.RunsDir, filepath.Join(cfg.DataDir, "runs")),
-		done:     make(chan struct{}),
-		beatDone: make(chan struct{}),
+		cfg:       cfg,
+		log:       cfg.Log,
+		runs:      map[string]*runHandle{},
+		runsDir:   cmp.Or(cfg.RunsDir, filepath.Join(cfg.DataDir, "runs")),
+		done:      make(chan struct{}),
+		beatDone:  make(chan struct{}),
+		renewDone: make(chan struct{}),
 	}
 	if n.unlock, err = lockDataDir(cfg.DataDir); err != nil {
 		return nil, err
@@ -158,6 +188,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := n.prepareDataDir(); err != nil {
 		return nil, err
 	}
+	if cfg.InputCacheBytes > 0 {
+		if n.cache, err = blob.OpenCache(filepath.Join(cfg.DataDir, "cache"), cfg.InputCacheBytes); err != nil {
+			return nil, err
+		}
+	}
 	n.drivers = cfg.Drivers
 	if n.drivers == nil {
 		if n.drivers, n.closers, err = openDrivers(cfg.DataDir, nil, n.log); err != nil {
@@ -169,19 +204,33 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.checkSandboxReach()
 
-	if n.ident, err = n.enrollment(ctx); err != nil {
+	id, err := n.enrollment(ctx)
+	if err != nil {
 		return nil, err
 	}
-	n.log = n.log.With("node", n.ident.NodeID)
+	if err := n.useCredential(id); err != nil {
+		return nil, err
+	}
+	n.id, n.natsURL = id.NodeID, id.NATSURL
+	if n.http, err = n.httpClient(id); err != nil {
+		return nil, err
+	}
+	n.log = n.log.With("node", id.NodeID)
+	if err := n.checkSelf(ctx); err != nil {
+		return nil, err
+	}
 	if err := n.connect(ctx); err != nil {
 		return nil, err
 	}
+	renewCtx, stopRenew := context.WithCancel(context.Background())
+	n.stopRenew = stopRenew
+	go n.renewLoop(renewCtx)
 
 	beatCtx, stop := context.WithCancel(context.Background())
 	n.stopBeat = stop
 	go n.heartbeat(beatCtx)
 	ok = true
-	n.log.Info("node started", "name", cfg.Name, "nats", n.ident.NATSURL, "drivers", n.available(),
+	n.log.Info("node started", "name", cfg.Name, "nats", n.natsURL, "drivers", n.available(),
 		"cpus", cfg.Capacity.CPUs, "memory_bytes", cfg.Capacity.MemoryBytes, "disk_bytes", cfg.Capacity.DiskBytes)
 	return n, nil
 }
@@ -191,6 +240,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
 	c.DataDir = cmp.Or(c.DataDir, DefaultDataDir)
+	c.InputCacheBytes = cmp.Or(c.InputCacheBytes, DefaultInputCacheBytes)
 	if c.Name == "" {
 		c.Name, _ = os.Hostname()
 		c.Name = cmp.Or(c.Name, "cove-node")
@@ -251,25 +301,13 @@ func (n *Node) checkSandboxReach() {
 
 // connect opens the node's NATS connection and takes commands.
 func (n *Node) connect(ctx context.Context) error {
-	token, err := jwt.ParseDecoratedJWT([]byte(n.ident.Creds))
-	if err != nil {
-		return &cove.Error{Code: cove.Invalid, Message: "node.json holds no valid NATS credential", Err: err}
-	}
-	kp, err := nkeys.ParseDecoratedNKey([]byte(n.ident.Creds))
-	if err != nil {
-		return &cove.Error{Code: cove.Invalid, Message: "node.json holds no valid NATS credential", Err: err}
-	}
 	opts := []nats.Option{
 		nats.Name("cove node " + n.cfg.Name),
-		nats.UserJWT(
-			func() (string, error) { return token, nil },
-			func(nonce []byte) ([]byte, error) { return kp.Sign(nonce) },
-		),
-		nats.CustomInboxPrefix(natsbus.NodeInboxPrefix(n.ident.NodeID)),
+		nats.UserJWT(n.natsJWT, n.natsSign),
+		nats.CustomInboxPrefix(natsbus.NodeInboxPrefix(n.id)),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
 		nats.ClosedHandler(func(*nats.Conn) {
-			kp.Wipe()
 			n.mu.Lock()
 			closing := n.closing
 			n.mu.Unlock()
@@ -291,13 +329,12 @@ func (n *Node) connect(ctx context.Context) error {
 			n.log.Error("NATS error", "err", err)
 		}),
 	}
-	nc, err := nats.Connect(n.ident.NATSURL, opts...)
+	nc, err := nats.Connect(n.natsURL, opts...)
 	if err != nil {
-		kp.Wipe()
-		return &cove.Error{Code: cove.Unavailable, Message: "cannot connect to NATS at " + n.ident.NATSURL, Err: err}
+		return &cove.Error{Code: cove.Unavailable, Message: "cannot connect to NATS at " + n.natsURL, Err: err}
 	}
 	n.nc = nc
-	if n.ctl, err = nc.Subscribe(natsbus.NodeControl(n.ident.NodeID), n.control); err != nil {
+	if n.ctl, err = nc.Subscribe(natsbus.NodeControl(n.id), n.control); err != nil {
 		nc.Close()
 		return &cove.Error{Code: cove.Unavailable, Message: "cannot listen for commands", Err: err}
 	}
@@ -315,7 +352,7 @@ func (n *Node) connect(ctx context.Context) error {
 }
 
 // ID returns the node's ID, as the control plane knows it.
-func (n *Node) ID() string { return n.ident.NodeID }
+func (n *Node) ID() string { return n.id }
 
 // Done is closed when the node has stopped: after Close, or when its NATS
 // connection closed for good (the credential was revoked or expired).
@@ -342,6 +379,10 @@ func (n *Node) Close() error {
 			n.stopBeat()
 			<-n.beatDone
 		}
+		if n.stopRenew != nil {
+			n.stopRenew()
+			<-n.renewDone
+		}
 		n.beat() // lists no run: the control plane need not wait for a timeout
 		if n.nc != nil {
 			if err := n.nc.FlushTimeout(5 * time.Second); err != nil {
@@ -350,6 +391,11 @@ func (n *Node) Close() error {
 			n.nc.Close()
 		}
 		n.closeErr = n.closeDrivers()
+		n.credMu.Lock()
+		if n.natsKey != nil {
+			n.natsKey.Wipe()
+		}
+		n.credMu.Unlock()
 		n.unlock()
 		n.doneOnce.Do(func() { close(n.done) })
 		n.log.Info("node stopped")
@@ -379,11 +425,15 @@ func (n *Node) available() []string {
 	return names
 }
 
-// heartbeat publishes a heartbeat every runproto.NodeHeartbeatInterval
-// until ctx ends.
+// heartbeat publishes a heartbeat every interval the control plane gave
+// at enrollment (runproto.NodeHeartbeatInterval if none) until ctx ends.
 func (n *Node) heartbeat(ctx context.Context) {
 	defer close(n.beatDone)
-	t := time.NewTicker(runproto.NodeHeartbeatInterval)
+	every := runproto.NodeHeartbeatInterval
+	if ms := n.current().HeartbeatMillis; ms > 0 {
+		every = time.Duration(ms) * time.Millisecond
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		n.beat()
@@ -406,7 +456,7 @@ func (n *Node) beat() {
 		running = []string{} // "running": [] tells the control plane there is none
 	}
 	hb := runproto.Heartbeat{
-		NodeID:   n.ident.NodeID,
+		NodeID:   n.id,
 		Time:     time.Now().UTC(),
 		Capacity: n.cfg.Capacity,
 		Running:  running,
@@ -414,7 +464,7 @@ func (n *Node) beat() {
 	}
 	b, err := json.Marshal(hb)
 	if err == nil {
-		err = n.nc.Publish(natsbus.NodeHeartbeat(n.ident.NodeID), b)
+		err = n.nc.Publish(natsbus.NodeHeartbeat(n.id), b)
 	}
 	if err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		n.log.Warn("cannot publish a heartbeat", "err", err)
@@ -501,13 +551,14 @@ func (n *Node) runAgent(ctx context.Context, s *runproto.Start, d sandbox.Driver
 	log := n.log.With("run", s.RunID)
 	log.Info("run starting", "driver", s.Driver)
 	out, err := agent.Run(ctx, agent.Config{
-		NATSURL: cmp.Or(s.NATSURL, n.ident.NATSURL),
+		NATSURL: cmp.Or(s.NATSURL, n.natsURL),
 		Creds:   []byte(s.Creds),
 		RunID:   s.RunID,
 		// Only the driver the control plane planned for: the agent cannot
 		// pick another.
 		Drivers: map[string]sandbox.Driver{s.Driver: d},
 		WorkDir: filepath.Join(n.runsDir, s.RunID),
+		Cache:   n.cache,
 		Log:     n.log,
 	})
 	if err != nil {
@@ -529,12 +580,15 @@ func (n *Node) stop(s *runproto.Stop) {
 	}
 }
 
-// reconcile cancels every run the control plane does not list as active.
+// reconcile cancels the runs the control plane found stale. It looked
+// some time ago: a run started since is in no list, and must live on.
+// Without a stale list it cancels every run the control plane does not
+// list as active, as control planes before the list ask.
 func (n *Node) reconcile(r *runproto.Reconcile) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for id, h := range n.runs {
-		if !slices.Contains(r.Active, id) {
+		if r.Stale != nil && slices.Contains(r.Stale, id) || r.Stale == nil && !slices.Contains(r.Active, id) {
 			n.log.Warn("stopping a run the control plane does not know as active", "run", id)
 			h.cancel(errReconciled)
 		}

@@ -3,8 +3,16 @@ package computenode_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"log/slog"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -32,6 +40,9 @@ type enroller struct {
 	*httptest.Server
 	bus *natsbus.Bus
 
+	caCert *x509.Certificate
+	caKey  *ecdsa.PrivateKey
+
 	mu       sync.Mutex
 	tokens   map[string]bool
 	requests []runproto.EnrollRequest
@@ -41,6 +52,17 @@ type enroller struct {
 func newEnroller(tb testing.TB, bus *natsbus.Bus, tokens ...string) *enroller {
 	tb.Helper()
 	e := &enroller{bus: bus, tokens: map[string]bool{}, keys: map[string]string{}}
+	var err error
+	if e.caKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+		tb.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, e.caKey.Public(), e.caKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	e.caCert, _ = x509.ParseCertificate(der)
 	for _, t := range tokens {
 		e.tokens[t] = true
 	}
@@ -74,16 +96,33 @@ func (e *enroller) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := cove.NewID("node")
-	cred, err := e.bus.IssueNodeCredential(id, time.Now().Add(time.Hour))
+	exp := time.Now().Add(time.Hour)
+	cred, err := e.bus.IssueNodeUser(id, req.NATSUser, exp)
 	if err != nil {
-		writeError(http.StatusInternalServerError, cove.Internal, "internal error")
+		writeError(http.StatusBadRequest, cove.Invalid, err.Error())
 		return
 	}
-	creds, _ := cred.Creds()
+	b, _ := pem.Decode([]byte(req.CSR))
+	csr, err := x509.ParseCertificateRequest(b.Bytes)
+	if err != nil {
+		writeError(http.StatusBadRequest, cove.Invalid, "bad CSR")
+		return
+	}
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: id},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: exp, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, leaf, e.caCert, csr.PublicKey, e.caKey)
+	if err != nil {
+		writeError(http.StatusInternalServerError, cove.Internal, err.Error())
+		return
+	}
 	e.mu.Lock()
 	e.keys[id] = cred.PublicKey
 	e.mu.Unlock()
-	json.NewEncoder(w).Encode(runproto.EnrollReply{NodeID: id, NATSURL: e.bus.ClientURL(), Creds: string(creds), Expires: cred.Expires})
+	json.NewEncoder(w).Encode(runproto.EnrollReply{NodeID: id, NATSURL: e.bus.ClientURL(), NodeCredential: runproto.NodeCredential{
+		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		Chain:       string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: e.caCert.Raw})),
+		JWT:         cred.JWT, Expires: cred.Expires,
+	}})
 }
 
 func (e *enroller) calls() []runproto.EnrollRequest {
@@ -261,6 +300,42 @@ func TestEnrollHeartbeatRun(t *testing.T) {
 	if entries, _ := os.ReadDir(filepath.Join(dir, "runs")); len(entries) != 0 {
 		t.Errorf("work directories left: %v", entries)
 	}
+
+	// The same inputs again come from the node's cache: nothing is fetched.
+	if entries, _ := os.ReadDir(filepath.Join(dir, "cache", "sha256")); len(entries) != 2 {
+		t.Errorf("the cache holds %d entries, want the algorithm and the dataset", len(entries))
+	}
+	r, start = e.addRun(t, "wordcount")
+	if err := e.command(t, n.ID(), start); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	s = e.cp.WaitFinal(t, r, time.Minute)
+	if final, _ := s.Final(); final.State != "succeeded" || s.ChunksServed != 0 {
+		t.Errorf("second run ended %v with %d chunks served, want succeeded with none", s.States(), s.ChunksServed)
+	}
+}
+
+// A node with its input cache turned off fetches every input every time
+// and keeps nothing.
+func TestInputCacheOff(t *testing.T) {
+	e := newEnv(t, "tok1")
+	dir := t.TempDir()
+	cfg := e.config(t, dir, "tok1")
+	cfg.InputCacheBytes = -1
+	n := e.startNode(t, cfg)
+	for range 2 {
+		r, start := e.addRun(t, "wordcount")
+		if err := e.command(t, n.ID(), start); err != nil {
+			t.Fatalf("start: %v", err)
+		}
+		s := e.cp.WaitFinal(t, r, time.Minute)
+		if final, _ := s.Final(); final.State != "succeeded" || s.ChunksServed == 0 {
+			t.Errorf("run ended %v with %d chunks served, want succeeded with some", s.States(), s.ChunksServed)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "cache")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a cache directory exists: %v", err)
+	}
 }
 
 func TestStopReconcileClose(t *testing.T) {
@@ -298,12 +373,22 @@ func TestStopReconcileClose(t *testing.T) {
 		t.Errorf("second stop: %v", err)
 	}
 
-	// The control plane knows only the second as active.
-	if err := e.command(t, n.ID(), runproto.Command{Reconcile: &runproto.Reconcile{Active: []string{runs[1].ID}}}); err != nil {
+	// The control plane found the third stale. The second is in no list,
+	// as a run started after the control plane looked: it lives on.
+	if err := e.command(t, n.ID(), runproto.Command{Reconcile: &runproto.Reconcile{Active: []string{}, Stale: []string{runs[2].ID}}}); err != nil {
 		t.Fatalf("reconcile: %v", err)
 	}
 	waitBeat(t, beats, "only the second run", func(hb runproto.Heartbeat) bool {
 		return slices.Equal(hb.Running, []string{runs[1].ID})
+	})
+	seen := 0
+	waitBeat(t, beats, "two more heartbeats", func(hb runproto.Heartbeat) bool {
+		if !slices.Equal(hb.Running, []string{runs[1].ID}) {
+			t.Errorf("running %v after the reconcile, want the second run alone", hb.Running)
+			return true
+		}
+		seen++
+		return seen == 2
 	})
 
 	// Close stops the last and returns once its agent has.
@@ -485,6 +570,8 @@ func TestCommand(t *testing.T) {
 	for _, args := range [][]string{
 		{"--label", "novalue", "--data-dir", t.TempDir()},
 		{"--memory", "lots", "--data-dir", t.TempDir()},
+		{"--input-cache", "much", "--data-dir", t.TempDir()},
+		{"--input-cache", "-1", "--data-dir", t.TempDir()},
 		{"--drivers", "qemu", "--data-dir", t.TempDir()},
 		{"--log-level", "loud"},
 	} {

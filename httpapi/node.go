@@ -1,6 +1,9 @@
 package httpapi
 
 import (
+	"context"
+	"crypto/x509"
+	"net/http"
 	"time"
 
 	"github.com/covecompute/cove"
@@ -15,15 +18,51 @@ type EnrollTokenInput struct {
 	AutoApprove bool   `json:"auto_approve,omitempty" jsonschema:"description=approve the node as soon as it enrolls"`
 }
 
+// NodeVerifier says which node a client certificate belongs to. The app
+// adapts the certificate authority to it.
+type NodeVerifier interface {
+	// VerifyNodeCertificate returns the ID of the node leaf was issued
+	// to. Unauthenticated when leaf is not a valid, unrevoked node
+	// certificate of this deployment.
+	VerifyNodeCertificate(ctx context.Context, leaf *x509.Certificate) (nodeID string, err error)
+}
+
+// verifyNode authenticates a node by the client certificate it presented
+// in the TLS handshake. The handshake checked the chain; the verifier
+// checks revocation on every request, so that a revocation bites on
+// connections that are already open.
+func (s *Server) verifyNode(r *http.Request) (string, *x509.Certificate, error) {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return "", nil, cove.Errorf(cove.Unauthenticated, "this call is for compute nodes: present the node's client certificate over HTTPS (mTLS)")
+	}
+	if s.nodes == nil {
+		return "", nil, cove.Errorf(cove.Unavailable, "this control plane does not authenticate nodes by certificate")
+	}
+	leaf := r.TLS.PeerCertificates[0]
+	id, err := s.nodes.VerifyNodeCertificate(r.Context(), leaf)
+	if err != nil {
+		return "", nil, err
+	}
+	return id, leaf, nil
+}
+
 // MountNodes adds the node registry's routes: enrollment (public, with a
-// one-time token), nodes and enrollment tokens.
-func (s *Server) MountNodes(svc *node.Service) {
+// one-time token), the nodes' own calls (mTLS with the node's
+// certificate), nodes and enrollment tokens.
+func (s *Server) MountNodes(svc *node.Service, certs NodeVerifier) {
 	const tag = "nodes"
-	handle(s, tag, "POST /api/v1/nodes/enroll", "Enroll a compute node with a one-time enrollment token; answers its ID and NATS credential",
+	s.nodes = certs
+	handle(s, tag, "POST /api/v1/nodes/enroll", "Enroll a compute node with a one-time enrollment token and its public keys; answers its ID, client certificate and NATS user JWT",
 		func(c *Call, in runproto.EnrollRequest) (*runproto.EnrollReply, error) {
 			return svc.Enroll(c.Ctx(), in)
 		},
 		public(), status(201))
+	handle(s, tag, "GET /api/v1/nodes/self", "The calling node, authenticated by its client certificate (mTLS)",
+		func(c *Call, _ Empty) (*node.Node, error) { return svc.Self(c.Ctx(), c.Node) }, peer())
+	handle(s, tag, "POST /api/v1/nodes/self/renew", "Renew the calling node's client certificate and NATS user JWT (mTLS with the current certificate)",
+		func(c *Call, in runproto.RenewRequest) (*runproto.NodeCredential, error) {
+			return svc.Renew(c.Ctx(), c.Node, c.Cert, in)
+		}, peer())
 	handle(s, tag, "GET /api/v1/nodes", "The nodes the caller may see: every node for platform admins, their workspaces' nodes for others",
 		func(c *Call, _ Empty) (List[*node.Node], error) {
 			page, err := c.Page()

@@ -1,13 +1,32 @@
 package httpapi_test
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"strings"
 	"testing"
 
 	"github.com/covecompute/cove"
 	"github.com/covecompute/cove/app/apptest"
+	"github.com/covecompute/cove/node/nodetest"
 )
+
+// weakCSR is a certificate request for an RSA key too short to accept.
+func weakCSR(t *testing.T) string {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+}
 
 // TestNodeRoutes runs the node routes in order, each answer checked
 // against the OpenAPI document; later requests use what earlier ones
@@ -17,16 +36,15 @@ func TestNodeRoutes(t *testing.T) {
 		t.Run(e.Name, func(t *testing.T) {
 			v := newEnv(t, e)
 			var tokenSecret, tokenID, nodeID string
-			enroll := func(token string) string {
-				return `{"token":"` + token + `","name":"edge-1","capacity":{"cpus":2,"memory_bytes":1073741824,"disk_bytes":0},"drivers":["wasm"],"labels":{"zone":"eu"},"tee":"none"}`
+			keys := nodetest.NewKeys(t, "")
+			enrollWith := func(token, csr string) string {
+				c, _ := json.Marshal(csr)
+				return `{"token":"` + token + `","name":"edge-1","capacity":{"cpus":2,"memory_bytes":1073741824,"disk_bytes":0},"drivers":["wasm"],"labels":{"zone":"eu"},"tee":"none",` +
+					`"csr":` + string(c) + `,"nats_user":"` + keys.NATSUser + `"}`
 			}
-			steps := []struct {
-				name, method, pattern, who string
-				path, body                 func() string
-				status                     int
-				code                       cove.Code
-				then                       func(body []byte)
-			}{
+			enroll := func(token string) string { return enrollWith(token, keys.CSR) }
+			weak := weakCSR(t)
+			steps := []step{
 				{name: "list needs a login", method: "GET", pattern: "/api/v1/nodes", status: 401, code: cove.Unauthenticated},
 				{name: "platform token for non-admins", method: "POST", pattern: "/api/v1/nodes/enroll-tokens", who: "owner", body: func() string { return `{}` }, status: 403, code: cove.Forbidden},
 				{name: "workspace token for outsiders", method: "POST", pattern: "/api/v1/nodes/enroll-tokens", who: "outsider", body: func() string { return `{"workspace_id":"` + v.wsA + `"}` }, status: 404, code: cove.NotFound},
@@ -44,6 +62,12 @@ func TestNodeRoutes(t *testing.T) {
 						}
 					}},
 				{name: "enroll with a bad token", method: "POST", pattern: "/api/v1/nodes/enroll", body: func() string { return enroll("cve_bad") }, status: 401, code: cove.Unauthenticated},
+				{name: "enroll with a garbage CSR", method: "POST", pattern: "/api/v1/nodes/enroll", body: func() string {
+					return enrollWith(tokenSecret, "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n")
+				}, status: 400, code: cove.Invalid},
+				{name: "enroll with an RSA-1024 key", method: "POST", pattern: "/api/v1/nodes/enroll", body: func() string { return enrollWith(tokenSecret, weak) }, status: 400, code: cove.Invalid},
+				{name: "self without a certificate", method: "GET", pattern: "/api/v1/nodes/self", status: 401, code: cove.Unauthenticated},
+				{name: "renew without a certificate", method: "POST", pattern: "/api/v1/nodes/self/renew", body: func() string { return `{"csr":""}` }, status: 401, code: cove.Unauthenticated},
 				{name: "enroll with unknown fields", method: "POST", pattern: "/api/v1/nodes/enroll", body: func() string { return `{"token":"x","admin":true}` }, status: 400, code: cove.Invalid},
 				{name: "enroll", method: "POST", pattern: "/api/v1/nodes/enroll", body: func() string { return enroll(tokenSecret) }, status: 201,
 					then: func(b []byte) {
@@ -71,36 +95,7 @@ func TestNodeRoutes(t *testing.T) {
 				{name: "remove", method: "DELETE", pattern: "/api/v1/nodes/{id}", who: "owner", path: func() string { return "/api/v1/nodes/" + nodeID }, status: 204},
 				{name: "removed", method: "GET", pattern: "/api/v1/nodes/{id}", who: "admin", path: func() string { return "/api/v1/nodes/" + nodeID }, status: 404, code: cove.NotFound},
 			}
-			for _, s := range steps {
-				path := s.pattern
-				if s.path != nil {
-					path = s.path()
-				}
-				body := ""
-				if s.body != nil {
-					body = s.body()
-				}
-				status, b := v.do(t, s.method, path, s.who, body)
-				if status != s.status {
-					t.Fatalf("%s: %s %s: status %d, want %d: %s", s.name, s.method, path, status, s.status, b)
-				}
-				if s.code != "" {
-					var e struct {
-						Code cove.Code `json:"code"`
-					}
-					if err := json.Unmarshal(b, &e); err != nil || e.Code != s.code {
-						t.Fatalf("%s: error %s, want code %s", s.name, b, s.code)
-					}
-				}
-				if status != 204 {
-					if sch := v.responseSchema(t, s.method, s.pattern, status); sch != nil {
-						validate(t, sch, b)
-					}
-				}
-				if s.then != nil {
-					s.then(b)
-				}
-			}
+			v.runSteps(t, steps)
 		})
 	}
 }

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
@@ -40,6 +41,10 @@ type Call struct {
 	R *http.Request
 	W http.ResponseWriter
 	P cove.Principal
+	// Node is the node that authenticated with its client certificate, on
+	// routes for nodes (mTLS); Cert is that certificate.
+	Node string
+	Cert *x509.Certificate
 }
 
 // Ctx returns the request's context.
@@ -84,6 +89,7 @@ type route struct {
 	summary      string
 	tag          string
 	public       bool // no authentication
+	peer         bool // a node authenticates with its client certificate
 	status       int
 	in, out      reflect.Type // nil for no body
 	query        []param
@@ -99,6 +105,7 @@ type param struct{ name, doc string }
 type opt func(*route)
 
 func public() opt         { return func(r *route) { r.public = true } }
+func peer() opt           { return func(r *route) { r.peer = true } }
 func status(code int) opt { return func(r *route) { r.status = code } }
 func query(name, doc string) opt {
 	return func(r *route) { r.query = append(r.query, param{name, doc}) }
@@ -152,7 +159,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt *route, run fu
 		writeError(w, r, s.log, err)
 		return StatusOf(cove.Invalid)
 	}
-	if !rt.public {
+	switch {
+	case rt.peer:
+		id, cert, err := s.verifyNode(r)
+		if err != nil {
+			writeError(w, r, s.log, err)
+			return StatusOf(cove.ErrorCode(err))
+		}
+		c.Node, c.Cert = id, cert
+	case !rt.public:
 		bearer, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		p, err := s.identity.Authenticate(r.Context(), strings.TrimSpace(bearer))
 		if err != nil {

@@ -1,6 +1,7 @@
 package natsbus
 
 import (
+	"context"
 	"os"
 	"time"
 
@@ -61,6 +62,23 @@ func (b *Bus) IssueNodeCredential(node string, expires time.Time) (Credential, e
 	return b.issue("node "+node, nodePublish(node), nodeSubscribe(node), expires)
 }
 
+// IssueNodeUser signs a JWT for the NATS user key user, whose seed the
+// node made and keeps, with IssueNodeCredential's permissions, expiring at
+// expires. The returned Credential has no Seed. Signing for the same key
+// again (at renewal) keeps the node one user, so that RevokeUser(user)
+// refuses every JWT it was ever given. Errors: Invalid for a bad ID, a
+// key that is not a user key or a past expiry; Unavailable as
+// IssueNodeCredential.
+func (b *Bus) IssueNodeUser(node, user string, expires time.Time) (Credential, error) {
+	if err := checkID("node", node); err != nil {
+		return Credential{}, err
+	}
+	if !nkeys.IsValidPublicUserKey(user) {
+		return Credential{}, cove.Errorf(cove.Invalid, "%q is not a NATS user public key", user)
+	}
+	return b.sign("node "+node, user, nil, nodePublish(node), nodeSubscribe(node), expires)
+}
+
 // IssueRunCredential returns a credential for the agent of run that expires
 // at expires, normally with the run. The agent may publish on the run's
 // request and report subjects (RunManifest, RunInputs, RunEvents, RunLogs,
@@ -75,6 +93,19 @@ func (b *Bus) IssueRunCredential(run string, expires time.Time) (Credential, err
 }
 
 func (b *Bus) issue(name string, pub, sub []string, expires time.Time) (Credential, error) {
+	user, err := nkeys.CreateUser()
+	if err != nil {
+		return Credential{}, cove.Wrap(err, "cannot create a NATS user")
+	}
+	defer user.Wipe()
+	userPub, _ := user.PublicKey()
+	seed, _ := user.Seed()
+	return b.sign(name, userPub, seed, pub, sub, expires)
+}
+
+// sign signs a user JWT for userPub; seed, if given, goes into the
+// Credential.
+func (b *Bus) sign(name, userPub string, seed []byte, pub, sub []string, expires time.Time) (Credential, error) {
 	if b.account == nil {
 		return Credential{}, cove.Errorf(cove.Unavailable,
 			"cannot issue NATS credentials: set the NATS account seed file of the external NATS account")
@@ -84,14 +115,6 @@ func (b *Bus) issue(name string, pub, sub []string, expires time.Time) (Credenti
 	if !exp.After(time.Now()) {
 		return Credential{}, cove.Errorf(cove.Invalid, "credential expiry %s is not in the future", expires.UTC().Format(time.RFC3339))
 	}
-	user, err := nkeys.CreateUser()
-	if err != nil {
-		return Credential{}, cove.Wrap(err, "cannot create a NATS user")
-	}
-	defer user.Wipe()
-	userPub, _ := user.PublicKey()
-	seed, _ := user.Seed()
-
 	uc := jwt.NewUserClaims(userPub)
 	uc.Name = name
 	uc.Expires = exp.Unix()
@@ -107,21 +130,28 @@ func (b *Bus) issue(name string, pub, sub []string, expires time.Time) (Credenti
 }
 
 // RevokeUser revokes the user with publicKey (a Credential's PublicKey): the
-// embedded server closes its connections at once and refuses it from then
-// on, also after a restart. Errors: Invalid for a key that is not a user
-// key; Unavailable on an external NATS, whose account is revoked where it is
-// managed (nsc revocations add-user), since the Bus holds no operator key
-// to re-sign it.
+// server closes its connections at once and refuses it from then on, also
+// after a restart. The embedded server keeps the revocation in DataDir, a
+// managed external one in its resolver directory. Errors: Invalid for a key
+// that is not a user key; Unavailable on an unmanaged external NATS, whose
+// account is revoked where it is managed (nsc revocations add-user), since
+// the Bus holds no operator key to re-sign it, or when the push fails.
 func (b *Bus) RevokeUser(publicKey string) error {
 	if !nkeys.IsValidPublicUserKey(publicKey) {
 		return cove.Errorf(cove.Invalid, "%q is not a NATS user public key", publicKey)
 	}
-	if b.acc == nil {
-		return cove.Errorf(cove.Unavailable, "revoking NATS users is supported with the embedded server only")
+	switch {
+	case b.acc != nil:
+		b.acc.mu.Lock()
+		defer b.acc.mu.Unlock()
+		return b.acc.push(b.srv, publicKey)
+	case b.pushed != nil:
+		ctx, cancel := context.WithTimeout(context.Background(), pushTimeout)
+		defer cancel()
+		return b.pushed.push(ctx, publicKey)
+	default:
+		return cove.Errorf(cove.Unavailable, "revoking NATS users needs the embedded server or a managed external one (the NATS operator seed file)")
 	}
-	b.acc.mu.Lock()
-	defer b.acc.mu.Unlock()
-	return b.acc.push(b.srv, publicKey)
 }
 
 // readAccountSeed reads the external account's seed. When the control plane

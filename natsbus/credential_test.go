@@ -129,11 +129,11 @@ func MustIssueNode(tb testing.TB, bus *natsbus.Bus, node string) natsbus.Credent
 	return cred
 }
 
-// accountKey reads the embedded COVE account's key from its documented
-// place in DataDir, for tests that sign users by hand.
-func accountKey(tb testing.TB, dir string) nkeys.KeyPair {
+// readKey reads a key from its seed file, such as the COVE account's for
+// tests that sign users by hand.
+func readKey(tb testing.TB, seedFile string) nkeys.KeyPair {
 	tb.Helper()
-	seed, err := os.ReadFile(filepath.Join(dir, "keys", "account.nk"))
+	seed, err := os.ReadFile(seedFile)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -195,318 +195,317 @@ func answerRequests(tb testing.TB, bus *natsbus.Bus, subject string) {
 }
 
 func TestRunCredentialOwnSubjects(t *testing.T) {
-	t.Parallel()
-	bus := MustOpen(t, t.TempDir())
-	MustEnsureStreams(t, bus)
-	run := cove.NewID("run")
-	agent := MustConnect(t, bus, MustIssueRun(t, bus, run), natsbus.RunInboxPrefix(run))
+	forEachDeployment(t, func(t *testing.T, bus *natsbus.Bus, _ string) {
+		MustEnsureStreams(t, bus)
+		run := cove.NewID("run")
+		agent := MustConnect(t, bus, MustIssueRun(t, bus, run), natsbus.RunInboxPrefix(run))
 
-	// Reports reach the control plane.
-	for _, subject := range []string{natsbus.RunEvents(run), natsbus.RunLogs(run), natsbus.RunHeartbeat(run), natsbus.RunResults(run)} {
-		reports, err := bus.Conn().SubscribeSync(subject)
+		// Reports reach the control plane.
+		for _, subject := range []string{natsbus.RunEvents(run), natsbus.RunLogs(run), natsbus.RunHeartbeat(run), natsbus.RunResults(run)} {
+			reports, err := bus.Conn().SubscribeSync(subject)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bus.Conn().Flush()
+			if err := agent.Publish(subject, []byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := reports.NextMsg(2 * time.Second); err != nil {
+				t.Errorf("published on %s, control plane got %v", subject, err)
+			}
+			reports.Unsubscribe()
+		}
+
+		// Requests to the control plane get replies through the run's inbox.
+		answerRequests(t, bus, natsbus.AllRunManifests)
+		answerRequests(t, bus, natsbus.AllRunInputs)
+		for _, subject := range []string{natsbus.RunManifest(run), natsbus.RunInputs(run)} {
+			reply, err := agent.Request(subject, nil, 2*time.Second)
+			if err != nil || string(reply.Data) != "for "+run {
+				t.Errorf("request on %s: %v, %v", subject, reply, err)
+			}
+		}
+
+		// The control plane's requests reach the agent, and it may answer once.
+		control, err := agent.Subscribe(natsbus.RunControl(run), func(m *nats.Msg) {
+			m.Respond([]byte("evidence"))
+			m.Respond([]byte("a second answer the server must drop"))
+		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		bus.Conn().Flush()
-		if err := agent.Publish(subject, []byte("x")); err != nil {
-			t.Fatal(err)
+		defer control.Unsubscribe()
+		agent.Flush()
+		reply, err := bus.Conn().Request(natsbus.RunControl(run), []byte("challenge"), 2*time.Second)
+		if err != nil || string(reply.Data) != "evidence" {
+			t.Fatalf("control-plane request to agent: %v, %v", reply, err)
 		}
-		if _, err := reports.NextMsg(2 * time.Second); err != nil {
-			t.Errorf("published on %s, control plane got %v", subject, err)
-		}
-		reports.Unsubscribe()
-	}
-
-	// Requests to the control plane get replies through the run's inbox.
-	answerRequests(t, bus, natsbus.AllRunManifests)
-	answerRequests(t, bus, natsbus.AllRunInputs)
-	for _, subject := range []string{natsbus.RunManifest(run), natsbus.RunInputs(run)} {
-		reply, err := agent.Request(subject, nil, 2*time.Second)
-		if err != nil || string(reply.Data) != "for "+run {
-			t.Errorf("request on %s: %v, %v", subject, reply, err)
-		}
-	}
-
-	// The control plane's requests reach the agent, and it may answer once.
-	control, err := agent.Subscribe(natsbus.RunControl(run), func(m *nats.Msg) {
-		m.Respond([]byte("evidence"))
-		m.Respond([]byte("a second answer the server must drop"))
+		agent.WantViolation(t, reply.Subject)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer control.Unsubscribe()
-	agent.Flush()
-	reply, err := bus.Conn().Request(natsbus.RunControl(run), []byte("challenge"), 2*time.Second)
-	if err != nil || string(reply.Data) != "evidence" {
-		t.Fatalf("control-plane request to agent: %v, %v", reply, err)
-	}
-	agent.WantViolation(t, reply.Subject)
 }
 
 func TestRunCredentialDenied(t *testing.T) {
-	t.Parallel()
-	bus := MustOpen(t, t.TempDir())
-	MustEnsureStreams(t, bus)
-	runA, runB, node := cove.NewID("run"), cove.NewID("run"), cove.NewID("node")
-	agentA := MustConnect(t, bus, MustIssueRun(t, bus, runA), natsbus.RunInboxPrefix(runA))
-	agentB := MustConnect(t, bus, MustIssueRun(t, bus, runB), natsbus.RunInboxPrefix(runB))
+	forEachDeployment(t, func(t *testing.T, bus *natsbus.Bus, _ string) {
+		MustEnsureStreams(t, bus)
+		runA, runB, node := cove.NewID("run"), cove.NewID("run"), cove.NewID("node")
+		agentA := MustConnect(t, bus, MustIssueRun(t, bus, runA), natsbus.RunInboxPrefix(runA))
+		agentB := MustConnect(t, bus, MustIssueRun(t, bus, runB), natsbus.RunInboxPrefix(runB))
 
-	// Whatever agent A manages to deliver, the control plane or agent B sees.
-	leaked, err := bus.Conn().SubscribeSync(">")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bus.Conn().Flush()
-
-	for _, subject := range []string{
-		natsbus.RunLogs(runB), natsbus.RunEvents(runB), natsbus.RunControl(runB),
-		natsbus.RunInboxPrefix(runB) + ".>", natsbus.RunInboxPrefix(runB) + ".x.y",
-		natsbus.NodeControl(node), natsbus.NodeInboxPrefix(node) + ".>",
-		natsbus.AllRunLogs, "cove.>", ">", "_INBOX.>", "$JS.API.>", "$SYS.>",
-		// Its own reports: see "reflection" below.
-		natsbus.RunLogs(runA),
-		// The stored logs are the control plane's.
-		natsbus.RunLogStore(runA), natsbus.AllRunLogStores,
-	} {
-		t.Run("subscribe "+subject, func(t *testing.T) {
-			if _, err := agentA.SubscribeSync(subject); err != nil {
-				t.Fatal(err)
-			}
-			agentA.WantViolation(t, subject)
-		})
-	}
-	for _, subject := range []string{
-		natsbus.RunLogs(runB), natsbus.RunEvents(runB), natsbus.RunHeartbeat(runB), natsbus.RunManifest(runB),
-		natsbus.RunControl(runB), natsbus.RunInboxPrefix(runB) + ".x",
-		natsbus.NodeHeartbeat(node), natsbus.NodeControl(node),
-		natsbus.RunControl(runA), natsbus.RunInboxPrefix(runA) + ".x",
-		natsbus.RunLogStore(runA), natsbus.RunLogStore(runB), // only the control plane stores logs
-		"$JS.API.STREAM.LIST", "$JS.API.STREAM.DELETE." + natsbus.StreamRunLogs, "_INBOX.x", "other",
-	} {
-		t.Run("publish "+subject, func(t *testing.T) {
-			if err := agentA.Publish(subject, []byte("forged")); err != nil {
-				t.Fatal(err)
-			}
-			agentA.WantViolation(t, subject)
-		})
-	}
-
-	// Reflection: agent A names agent B's control subject as the reply of a
-	// report. The stream must not acknowledge there, and A, which cannot
-	// receive its own reports, earns no response permission on it.
-	control, err := agentB.SubscribeSync(natsbus.RunControl(runB))
-	if err != nil {
-		t.Fatal(err)
-	}
-	agentB.Flush()
-	if err := agentA.PublishRequest(natsbus.RunLogs(runA), natsbus.RunControl(runB), []byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	if err := agentA.Publish(natsbus.RunControl(runB), []byte("forged")); err != nil {
-		t.Fatal(err)
-	}
-	agentA.WantViolation(t, natsbus.RunControl(runB))
-	if msg, err := control.NextMsg(500 * time.Millisecond); err == nil {
-		t.Errorf("agent B received %q on its control subject", msg.Data)
-	}
-
-	for {
-		msg, err := leaked.NextMsg(200 * time.Millisecond)
+		// Whatever agent A manages to deliver, the control plane or agent B sees.
+		leaked, err := bus.Conn().SubscribeSync(">")
 		if err != nil {
-			break
+			t.Fatal(err)
 		}
-		if string(msg.Data) == "forged" {
-			t.Errorf("agent A delivered a message on %s", msg.Subject)
+		bus.Conn().Flush()
+
+		for _, subject := range []string{
+			natsbus.RunLogs(runB), natsbus.RunEvents(runB), natsbus.RunControl(runB),
+			natsbus.RunInboxPrefix(runB) + ".>", natsbus.RunInboxPrefix(runB) + ".x.y",
+			natsbus.NodeControl(node), natsbus.NodeInboxPrefix(node) + ".>",
+			natsbus.AllRunLogs, "cove.>", ">", "_INBOX.>", "$JS.API.>", "$SYS.>",
+			// Its own reports: see "reflection" below.
+			natsbus.RunLogs(runA),
+			// The stored logs are the control plane's.
+			natsbus.RunLogStore(runA), natsbus.AllRunLogStores,
+		} {
+			t.Run("subscribe "+subject, func(t *testing.T) {
+				if _, err := agentA.SubscribeSync(subject); err != nil {
+					t.Fatal(err)
+				}
+				agentA.WantViolation(t, subject)
+			})
 		}
-	}
+		for _, subject := range []string{
+			natsbus.RunLogs(runB), natsbus.RunEvents(runB), natsbus.RunHeartbeat(runB), natsbus.RunManifest(runB),
+			natsbus.RunControl(runB), natsbus.RunInboxPrefix(runB) + ".x",
+			natsbus.NodeHeartbeat(node), natsbus.NodeControl(node),
+			natsbus.RunControl(runA), natsbus.RunInboxPrefix(runA) + ".x",
+			natsbus.RunLogStore(runA), natsbus.RunLogStore(runB), // only the control plane stores logs
+			"$JS.API.STREAM.LIST", "$JS.API.STREAM.DELETE." + natsbus.StreamRunLogs, "_INBOX.x", "other",
+		} {
+			t.Run("publish "+subject, func(t *testing.T) {
+				if err := agentA.Publish(subject, []byte("forged")); err != nil {
+					t.Fatal(err)
+				}
+				agentA.WantViolation(t, subject)
+			})
+		}
+
+		// Reflection: agent A names agent B's control subject as the reply of a
+		// report. The stream must not acknowledge there, and A, which cannot
+		// receive its own reports, earns no response permission on it.
+		control, err := agentB.SubscribeSync(natsbus.RunControl(runB))
+		if err != nil {
+			t.Fatal(err)
+		}
+		agentB.Flush()
+		if err := agentA.PublishRequest(natsbus.RunLogs(runA), natsbus.RunControl(runB), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if err := agentA.Publish(natsbus.RunControl(runB), []byte("forged")); err != nil {
+			t.Fatal(err)
+		}
+		agentA.WantViolation(t, natsbus.RunControl(runB))
+		if msg, err := control.NextMsg(500 * time.Millisecond); err == nil {
+			t.Errorf("agent B received %q on its control subject", msg.Data)
+		}
+
+		for {
+			msg, err := leaked.NextMsg(200 * time.Millisecond)
+			if err != nil {
+				break
+			}
+			if string(msg.Data) == "forged" {
+				t.Errorf("agent A delivered a message on %s", msg.Subject)
+			}
+		}
+	})
 }
 
 func TestNodeCredential(t *testing.T) {
-	t.Parallel()
-	bus := MustOpen(t, t.TempDir())
-	nodeA, nodeB, run := cove.NewID("node"), cove.NewID("node"), cove.NewID("run")
-	credA := MustIssueNode(t, bus, nodeA)
-	a := MustConnect(t, bus, credA, natsbus.NodeInboxPrefix(nodeA))
+	forEachDeployment(t, func(t *testing.T, bus *natsbus.Bus, _ string) {
+		nodeA, nodeB, run := cove.NewID("node"), cove.NewID("node"), cove.NewID("run")
+		credA := MustIssueNode(t, bus, nodeA)
+		a := MustConnect(t, bus, credA, natsbus.NodeInboxPrefix(nodeA))
 
-	t.Run("own subjects", func(t *testing.T) {
-		beats, err := bus.Conn().SubscribeSync(natsbus.AllNodeHeartbeats)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer beats.Unsubscribe()
-		bus.Conn().Flush()
-		if err := a.Publish(natsbus.NodeHeartbeat(nodeA), []byte("capacity")); err != nil {
-			t.Fatal(err)
-		}
-		msg, err := beats.NextMsg(2 * time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got, _ := natsbus.NodeFromSubject(msg.Subject); got != nodeA {
-			t.Errorf("heartbeat from %q, want %q", got, nodeA)
-		}
-	})
-
-	t.Run("request through its inbox", func(t *testing.T) {
-		answerRequests(t, bus, natsbus.AllNodeEvents)
-		reply, err := a.Request(natsbus.NodeEvents(nodeA), []byte("sandbox started"), 2*time.Second)
-		if err != nil || string(reply.Data) != "for "+nodeA {
-			t.Fatalf("request: %v, %v", reply, err)
-		}
-		if !strings.HasPrefix(reply.Subject, natsbus.NodeInboxPrefix(nodeA)+".") {
-			t.Errorf("reply came on %s, outside the node's inbox", reply.Subject)
-		}
-	})
-
-	t.Run("request without its inbox", func(t *testing.T) {
-		// The default _INBOX is not the node's: the reply can't be received.
-		plain := MustConnect(t, bus, credA, "")
-		if _, err := plain.Request(natsbus.NodeEvents(nodeA), nil, 500*time.Millisecond); err == nil {
-			t.Error("request with the default inbox got a reply")
-		}
-	})
-
-	t.Run("answers control requests", func(t *testing.T) {
-		sub, err := a.Subscribe(natsbus.NodeControl(nodeA), func(m *nats.Msg) { m.Respond([]byte("started")) })
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer sub.Unsubscribe()
-		a.Flush()
-		reply, err := bus.Conn().Request(natsbus.NodeControl(nodeA), []byte("start "+run), 2*time.Second)
-		if err != nil || string(reply.Data) != "started" {
-			t.Fatalf("control request: %v, %v", reply, err)
-		}
-	})
-
-	t.Run("other node and runs denied", func(t *testing.T) {
-		for _, subject := range []string{
-			natsbus.NodeControl(nodeB), natsbus.NodeHeartbeat(nodeB), natsbus.NodeInboxPrefix(nodeB) + ".>",
-			natsbus.AllNodeHeartbeats, natsbus.RunLogs(run), natsbus.RunControl(run), "cove.>",
-		} {
-			if _, err := a.SubscribeSync(subject); err != nil {
+		t.Run("own subjects", func(t *testing.T) {
+			beats, err := bus.Conn().SubscribeSync(natsbus.AllNodeHeartbeats)
+			if err != nil {
 				t.Fatal(err)
 			}
-			a.WantViolation(t, subject)
-		}
-		for _, subject := range []string{
-			natsbus.NodeHeartbeat(nodeB), natsbus.NodeEvents(nodeB), natsbus.NodeControl(nodeB),
-			natsbus.NodeControl(nodeA), natsbus.RunManifest(run), natsbus.RunLogs(run), "$JS.API.INFO",
-		} {
-			if err := a.Publish(subject, nil); err != nil {
+			defer beats.Unsubscribe()
+			bus.Conn().Flush()
+			if err := a.Publish(natsbus.NodeHeartbeat(nodeA), []byte("capacity")); err != nil {
 				t.Fatal(err)
 			}
-			a.WantViolation(t, subject)
-		}
+			msg, err := beats.NextMsg(2 * time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := natsbus.NodeFromSubject(msg.Subject); got != nodeA {
+				t.Errorf("heartbeat from %q, want %q", got, nodeA)
+			}
+		})
+
+		t.Run("request through its inbox", func(t *testing.T) {
+			answerRequests(t, bus, natsbus.AllNodeEvents)
+			reply, err := a.Request(natsbus.NodeEvents(nodeA), []byte("sandbox started"), 2*time.Second)
+			if err != nil || string(reply.Data) != "for "+nodeA {
+				t.Fatalf("request: %v, %v", reply, err)
+			}
+			if !strings.HasPrefix(reply.Subject, natsbus.NodeInboxPrefix(nodeA)+".") {
+				t.Errorf("reply came on %s, outside the node's inbox", reply.Subject)
+			}
+		})
+
+		t.Run("request without its inbox", func(t *testing.T) {
+			// The default _INBOX is not the node's: the reply can't be received.
+			plain := MustConnect(t, bus, credA, "")
+			if _, err := plain.Request(natsbus.NodeEvents(nodeA), nil, 500*time.Millisecond); err == nil {
+				t.Error("request with the default inbox got a reply")
+			}
+		})
+
+		t.Run("answers control requests", func(t *testing.T) {
+			sub, err := a.Subscribe(natsbus.NodeControl(nodeA), func(m *nats.Msg) { m.Respond([]byte("started")) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Unsubscribe()
+			a.Flush()
+			reply, err := bus.Conn().Request(natsbus.NodeControl(nodeA), []byte("start "+run), 2*time.Second)
+			if err != nil || string(reply.Data) != "started" {
+				t.Fatalf("control request: %v, %v", reply, err)
+			}
+		})
+
+		t.Run("other node and runs denied", func(t *testing.T) {
+			for _, subject := range []string{
+				natsbus.NodeControl(nodeB), natsbus.NodeHeartbeat(nodeB), natsbus.NodeInboxPrefix(nodeB) + ".>",
+				natsbus.AllNodeHeartbeats, natsbus.RunLogs(run), natsbus.RunControl(run), "cove.>",
+			} {
+				if _, err := a.SubscribeSync(subject); err != nil {
+					t.Fatal(err)
+				}
+				a.WantViolation(t, subject)
+			}
+			for _, subject := range []string{
+				natsbus.NodeHeartbeat(nodeB), natsbus.NodeEvents(nodeB), natsbus.NodeControl(nodeB),
+				natsbus.NodeControl(nodeA), natsbus.RunManifest(run), natsbus.RunLogs(run), "$JS.API.INFO",
+			} {
+				if err := a.Publish(subject, nil); err != nil {
+					t.Fatal(err)
+				}
+				a.WantViolation(t, subject)
+			}
+		})
 	})
 }
 
 func TestRefusedCredentials(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	bus := MustOpen(t, dir)
-	account := accountKey(t, dir)
-	accountPub, _ := account.PublicKey()
-	stranger, _ := nkeys.CreateAccount()
-	valid := MustIssueNode(t, bus, cove.NewID("node"))
+	forEachDeployment(t, func(t *testing.T, bus *natsbus.Bus, accountSeed string) {
+		account := readKey(t, accountSeed)
+		accountPub, _ := account.PublicKey()
+		stranger, _ := nkeys.CreateAccount()
+		valid := MustIssueNode(t, bus, cove.NewID("node"))
 
-	tampered := valid
-	header, payload, sig := splitJWT(t, valid.JWT)
-	var claims map[string]any
-	decodeSegment(t, payload, &claims)
-	claims["nats"].(map[string]any)["pub"] = map[string]any{"allow": []string{">"}}
-	claims["nats"].(map[string]any)["sub"] = map[string]any{"allow": []string{">"}}
-	tampered.JWT = header + "." + encodeSegment(t, claims) + "." + sig
+		tampered := valid
+		header, payload, sig := splitJWT(t, valid.JWT)
+		var claims map[string]any
+		decodeSegment(t, payload, &claims)
+		claims["nats"].(map[string]any)["pub"] = map[string]any{"allow": []string{">"}}
+		claims["nats"].(map[string]any)["sub"] = map[string]any{"allow": []string{">"}}
+		tampered.JWT = header + "." + encodeSegment(t, claims) + "." + sig
 
-	tests := []struct {
-		name string
-		cred natsbus.Credential
-	}{
-		{"expired", signUser(t, account, "", func(uc *jwt.UserClaims) { uc.Expires = time.Now().Add(-time.Minute).Unix() })},
-		{"not yet valid", signUser(t, account, "", func(uc *jwt.UserClaims) { uc.NotBefore = time.Now().Add(time.Hour).Unix() })},
-		{"signed by another account", signUser(t, stranger, "", func(*jwt.UserClaims) {})},
-		{"another account's key posing as a signing key", signUser(t, stranger, accountPub, func(*jwt.UserClaims) {})},
-		{"permissions edited after signing", tampered},
-		{"seed of another user", natsbus.Credential{JWT: valid.JWT, Seed: signUser(t, account, "", func(*jwt.UserClaims) {}).Seed}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c, err := connect(bus, tt.cred, "")
-			if err == nil {
+		tests := []struct {
+			name string
+			cred natsbus.Credential
+		}{
+			{"expired", signUser(t, account, "", func(uc *jwt.UserClaims) { uc.Expires = time.Now().Add(-time.Minute).Unix() })},
+			{"not yet valid", signUser(t, account, "", func(uc *jwt.UserClaims) { uc.NotBefore = time.Now().Add(time.Hour).Unix() })},
+			{"signed by another account", signUser(t, stranger, "", func(*jwt.UserClaims) {})},
+			{"another account's key posing as a signing key", signUser(t, stranger, accountPub, func(*jwt.UserClaims) {})},
+			{"permissions edited after signing", tampered},
+			{"seed of another user", natsbus.Credential{JWT: valid.JWT, Seed: signUser(t, account, "", func(*jwt.UserClaims) {}).Seed}},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				c, err := connect(bus, tt.cred, "")
+				if err == nil {
+					c.Close()
+					t.Fatal("server accepted the credential")
+				}
+				if !errors.Is(err, nats.ErrAuthorization) && !errors.Is(err, nats.ErrAuthExpired) {
+					t.Errorf("connect error %v, want an authorization error", err)
+				}
+			})
+		}
+
+		t.Run("control: valid credential and hand-signed user connect", func(t *testing.T) {
+			for _, cred := range []natsbus.Credential{valid, signUser(t, account, "", func(*jwt.UserClaims) {})} {
+				c, err := connect(bus, cred, "")
+				if err != nil {
+					t.Fatalf("connect: %v", err)
+				}
 				c.Close()
-				t.Fatal("server accepted the credential")
-			}
-			if !errors.Is(err, nats.ErrAuthorization) && !errors.Is(err, nats.ErrAuthExpired) {
-				t.Errorf("connect error %v, want an authorization error", err)
 			}
 		})
-	}
-
-	t.Run("control: valid credential and hand-signed user connect", func(t *testing.T) {
-		for _, cred := range []natsbus.Credential{valid, signUser(t, account, "", func(*jwt.UserClaims) {})} {
-			c, err := connect(bus, cred, "")
-			if err != nil {
-				t.Fatalf("connect: %v", err)
-			}
-			c.Close()
-		}
 	})
 }
 
 func TestCredentialExpiresWhileConnected(t *testing.T) {
-	t.Parallel()
-	bus := MustOpen(t, t.TempDir())
-	run := cove.NewID("run")
-	cred, err := bus.IssueRunCredential(run, time.Now().Add(2*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	agent := MustConnect(t, bus, cred, natsbus.RunInboxPrefix(run))
-	agent.WantClosed(t, 5*time.Second, nats.ErrAuthExpired)
-	// The server closes connections up to a second early but checks new
-	// ones against the whole second of exp.
-	time.Sleep(time.Until(cred.Expires.Add(1100 * time.Millisecond)))
-	if _, err := connect(bus, cred, ""); !errors.Is(err, nats.ErrAuthorization) {
-		t.Errorf("connect after expiry: %v, want %v", err, nats.ErrAuthorization)
-	}
+	forEachDeployment(t, func(t *testing.T, bus *natsbus.Bus, _ string) {
+		run := cove.NewID("run")
+		cred, err := bus.IssueRunCredential(run, time.Now().Add(2*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		agent := MustConnect(t, bus, cred, natsbus.RunInboxPrefix(run))
+		agent.WantClosed(t, 5*time.Second, nats.ErrAuthExpired)
+		// The server closes connections up to a second early but checks new
+		// ones against the whole second of exp.
+		time.Sleep(time.Until(cred.Expires.Add(1100 * time.Millisecond)))
+		if _, err := connect(bus, cred, ""); !errors.Is(err, nats.ErrAuthorization) {
+			t.Errorf("connect after expiry: %v, want %v", err, nats.ErrAuthorization)
+		}
+	})
 }
 
 func TestRevokeUser(t *testing.T) {
-	t.Parallel()
-	bus := MustOpen(t, t.TempDir())
-	nodeA, nodeB := cove.NewID("node"), cove.NewID("node")
-	credA := MustIssueNode(t, bus, nodeA)
-	a := MustConnect(t, bus, credA, natsbus.NodeInboxPrefix(nodeA))
-	b := MustConnect(t, bus, MustIssueNode(t, bus, nodeB), natsbus.NodeInboxPrefix(nodeB))
+	forEachDeployment(t, func(t *testing.T, bus *natsbus.Bus, _ string) {
+		nodeA, nodeB := cove.NewID("node"), cove.NewID("node")
+		credA := MustIssueNode(t, bus, nodeA)
+		a := MustConnect(t, bus, credA, natsbus.NodeInboxPrefix(nodeA))
+		b := MustConnect(t, bus, MustIssueNode(t, bus, nodeB), natsbus.NodeInboxPrefix(nodeB))
 
-	if err := bus.RevokeUser(credA.PublicKey); err != nil {
-		t.Fatalf("RevokeUser: %v", err)
-	}
-	a.WantClosed(t, 5*time.Second, nats.ErrAuthRevoked)
-	if _, err := connect(bus, credA, natsbus.NodeInboxPrefix(nodeA)); !errors.Is(err, nats.ErrAuthorization) {
-		t.Errorf("revoked credential reconnect: %v, want %v", err, nats.ErrAuthorization)
-	}
-
-	// Others keep working, also across a second revocation.
-	if err := bus.RevokeUser(MustIssueNode(t, bus, nodeB).PublicKey); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Publish(natsbus.NodeHeartbeat(nodeB), nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.FlushTimeout(2 * time.Second); err != nil || !b.IsConnected() {
-		t.Errorf("node B after revoking node A: %v", err)
-	}
-	if _, err := connect(bus, credA, ""); err == nil {
-		t.Error("first revocation lost after the second")
-	}
-
-	for _, key := range []string{"", "not a key", nodeA, func() string { a, _ := nkeys.CreateAccount(); p, _ := a.PublicKey(); return p }()} {
-		if err := bus.RevokeUser(key); cove.ErrorCode(err) != cove.Invalid {
-			t.Errorf("RevokeUser(%q) = %v, want invalid", key, err)
+		if err := bus.RevokeUser(credA.PublicKey); err != nil {
+			t.Fatalf("RevokeUser: %v", err)
 		}
-	}
+		a.WantClosed(t, 5*time.Second, nats.ErrAuthRevoked)
+		if _, err := connect(bus, credA, natsbus.NodeInboxPrefix(nodeA)); !errors.Is(err, nats.ErrAuthorization) {
+			t.Errorf("revoked credential reconnect: %v, want %v", err, nats.ErrAuthorization)
+		}
+
+		// Others keep working, also across a second revocation.
+		if err := bus.RevokeUser(MustIssueNode(t, bus, nodeB).PublicKey); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Publish(natsbus.NodeHeartbeat(nodeB), nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.FlushTimeout(2 * time.Second); err != nil || !b.IsConnected() {
+			t.Errorf("node B after revoking node A: %v", err)
+		}
+		if _, err := connect(bus, credA, ""); err == nil {
+			t.Error("first revocation lost after the second")
+		}
+
+		for _, key := range []string{"", "not a key", nodeA, func() string { a, _ := nkeys.CreateAccount(); p, _ := a.PublicKey(); return p }()} {
+			if err := bus.RevokeUser(key); cove.ErrorCode(err) != cove.Invalid {
+				t.Errorf("RevokeUser(%q) = %v, want invalid", key, err)
+			}
+		}
+	})
 }
 
 func TestIssueRejects(t *testing.T) {
@@ -530,29 +529,29 @@ func TestIssueRejects(t *testing.T) {
 }
 
 func TestCredentialFormats(t *testing.T) {
-	t.Parallel()
-	bus := MustOpen(t, t.TempDir())
-	run := cove.NewID("run")
-	expires := time.Now().Add(time.Hour)
-	cred := MustIssueRun(t, bus, run)
+	forEachDeployment(t, func(t *testing.T, bus *natsbus.Bus, _ string) {
+		run := cove.NewID("run")
+		expires := time.Now().Add(time.Hour)
+		cred := MustIssueRun(t, bus, run)
 
-	if !cred.Expires.Equal(time.Unix(expires.Unix(), 0)) && !cred.Expires.Equal(time.Unix(expires.Unix()-1, 0)) {
-		t.Errorf("Expires = %v, want about %v", cred.Expires, expires)
-	}
-	uc, err := jwt.DecodeUserClaims(cred.JWT)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if uc.Subject != cred.PublicKey || uc.Expires != cred.Expires.Unix() {
-		t.Errorf("JWT subject %s expires %d, credential says %s, %d", uc.Subject, uc.Expires, cred.PublicKey, cred.Expires.Unix())
-	}
+		if !cred.Expires.Equal(time.Unix(expires.Unix(), 0)) && !cred.Expires.Equal(time.Unix(expires.Unix()-1, 0)) {
+			t.Errorf("Expires = %v, want about %v", cred.Expires, expires)
+		}
+		uc, err := jwt.DecodeUserClaims(cred.JWT)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uc.Subject != cred.PublicKey || uc.Expires != cred.Expires.Unix() {
+			t.Errorf("JWT subject %s expires %d, credential says %s, %d", uc.Subject, uc.Expires, cred.PublicKey, cred.Expires.Unix())
+		}
 
-	// The creds file works where nats.UserCredentials reads it.
-	nc, err := nats.Connect(bus.ClientURL(), nats.UserCredentials(writeCreds(t, cred)), nats.CustomInboxPrefix(natsbus.RunInboxPrefix(run)))
-	if err != nil {
-		t.Fatalf("connect with creds file: %v", err)
-	}
-	nc.Close()
+		// The creds file works where nats.UserCredentials reads it.
+		nc, err := nats.Connect(bus.ClientURL(), nats.UserCredentials(writeCreds(t, cred)), nats.CustomInboxPrefix(natsbus.RunInboxPrefix(run)))
+		if err != nil {
+			t.Fatalf("connect with creds file: %v", err)
+		}
+		nc.Close()
+	})
 }
 
 func splitJWT(tb testing.TB, token string) (header, payload, sig string) {

@@ -16,19 +16,21 @@ import (
 // live is what the registry knows of a node beyond the store: its last
 // heartbeat, its lost timer and what the scheduler was given.
 type live struct {
-	node   Node                // the stored facts, kept in step
-	hb     *runproto.Heartbeat // the last heartbeat since this process started
-	seen   time.Time           // when it came
-	stored time.Time           // when last_seen_at was last written
-	timer  *time.Timer
-	gen    uint64 // counts heartbeats; a timer armed before the last one is stale
-	up     bool   // the scheduler has the node
-	given  scheduler.Node
+	node  Node               // the stored facts, kept in step
+	hb    runproto.Heartbeat // the last heartbeat, when heard
+	heard bool               // a heartbeat came since this process started
+	seen  time.Time          // when it came
+	dirty bool               // seen is not written to last_seen_at yet
+	back  bool               // came back from lost, but lost_at is still set in the store
+	timer *time.Timer        // fires lost; re-armed by each heartbeat
+	due   time.Time          // when the node is lost without another heartbeat
+	up    bool               // the scheduler has the node
+	given scheduler.Node
 }
 
 // online reports whether the node heartbeated since this process started
 // and has not been lost since.
-func (l *live) online() bool { return l.hb != nil && l.node.LostAt == nil }
+func (l *live) online() bool { return l.heard && l.node.LostAt == nil }
 
 // target returns the node as the scheduler should see it, and false when
 // it should not take runs: not approved, draining, lost, not heard from,
@@ -36,7 +38,7 @@ func (l *live) online() bool { return l.hb != nil && l.node.LostAt == nil }
 // node enrolled with, never raise it.
 func (l *live) target() (scheduler.Node, bool) {
 	n := &l.node
-	if n.ApprovedAt == nil || n.Draining || n.LostAt != nil || l.hb == nil {
+	if n.ApprovedAt == nil || n.Draining || n.LostAt != nil || !l.heard {
 		return scheduler.Node{}, false
 	}
 	c := n.Capacity
@@ -44,7 +46,9 @@ func (l *live) target() (scheduler.Node, bool) {
 		c = runproto.Resources{CPUs: lower(c.CPUs, hc.CPUs), MemoryBytes: lower(c.MemoryBytes, hc.MemoryBytes), DiskBytes: lower(c.DiskBytes, hc.DiskBytes)}
 	}
 	drivers := n.Drivers
-	if l.hb.Drivers != nil {
+	// Only a heartbeat that lacks a driver costs a new list: the usual one
+	// reports them all, thousands of times a second.
+	if l.hb.Drivers != nil && !containsAll(l.hb.Drivers, n.Drivers) {
 		drivers = nil
 		for _, d := range n.Drivers {
 			if slices.Contains(l.hb.Drivers, d) {
@@ -56,6 +60,16 @@ func (l *live) target() (scheduler.Node, bool) {
 		return scheduler.Node{}, false
 	}
 	return scheduler.Node{ID: n.ID, WorkspaceID: n.WorkspaceID, Capacity: c, Drivers: drivers, Labels: n.Labels, TEE: n.TEE}, true
+}
+
+// containsAll reports whether have holds every element of want.
+func containsAll(have, want []string) bool {
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			return false
+		}
+	}
+	return true
 }
 
 // lower returns the smaller of a declared amount and a reported one; a
@@ -86,20 +100,71 @@ func (s *Service) sync(l *live) {
 	}
 }
 
-// arm (re)starts l's lost timer. Called with s.mu held.
+// arm (re)starts l's lost timer. Called with s.mu held. The node's one
+// timer is reset, not replaced: thousands of nodes heartbeating allocate
+// nothing here. A timer that fired just before a heartbeat reset it finds
+// the node due later and does nothing.
 func (s *Service) arm(l *live) {
-	l.gen++
-	if l.timer != nil {
-		l.timer.Stop()
+	l.due = time.Now().Add(s.cfg.LostAfter)
+	if l.timer == nil {
+		l.timer = time.AfterFunc(s.cfg.LostAfter, func() { s.lost(l) })
+		return
 	}
-	id, gen := l.node.ID, l.gen
-	l.timer = time.AfterFunc(s.cfg.LostAfter, func() { s.lost(id, gen) })
+	l.timer.Reset(s.cfg.LostAfter)
 }
 
-// storeEvery is how often a heartbeating node's last_seen_at is written:
-// often enough for lists to be a few seconds fresh, rarely enough that
-// thousands of nodes do not turn into a write per heartbeat.
-func (s *Service) storeEvery() time.Duration { return min(5*time.Second, s.cfg.LostAfter/3) }
+// storeEvery is how often the heartbeats seen are written to last_seen_at,
+// in one batch: once per LostAfter (at most 15 s), so the stored value is
+// never older than the time after which a node counts as lost (this
+// process's lists show the live value anyway), and thousands of nodes do
+// not turn into a write per heartbeat.
+func (s *Service) storeEvery() time.Duration { return min(15*time.Second, s.cfg.LostAfter) }
+
+// flushLoop writes the heartbeats seen every storeEvery until Close.
+func (s *Service) flushLoop() {
+	defer close(s.flushDone)
+	t := time.NewTicker(s.storeEvery())
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopFlush:
+			return
+		case <-t.C:
+			s.flushSeen()
+		}
+	}
+}
+
+// flushSeen writes last_seen_at of the nodes heard from since the last
+// flush, grouped by the second their heartbeat came in (a few statements
+// per flush, whatever the number of nodes). What fails to be written is
+// tried again at the next flush.
+func (s *Service) flushSeen() {
+	s.mu.Lock()
+	batches := map[time.Time][]string{}
+	for id, l := range s.live {
+		if l.dirty {
+			l.dirty = false
+			at := l.seen.Truncate(time.Second)
+			batches[at] = append(batches[at], id)
+		}
+	}
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), s.storeEvery())
+	defer cancel()
+	for at, ids := range batches {
+		if err := s.store.MarkNodesSeen(ctx, ids, at); err != nil {
+			s.log.Warn("could not record heartbeats; retrying at the next flush", "nodes", len(ids), "err", err)
+			s.mu.Lock()
+			for _, id := range ids {
+				if l := s.live[id]; l != nil {
+					l.dirty = true
+				}
+			}
+			s.mu.Unlock()
+		}
+	}
+}
 
 // Heartbeat records that a node is alive. The first heartbeat of an
 // approved node that is not draining, and the first after it was lost,
@@ -112,7 +177,7 @@ func (s *Service) Heartbeat(ctx context.Context, hb runproto.Heartbeat) error {
 	if !cove.ValidID("node", id) {
 		return cove.Errorf(cove.Invalid, "%q is not a node ID", id)
 	}
-	notFound := cove.Errorf(cove.NotFound, "node %s is not enrolled; enroll it again", id)
+	notFound := func() error { return cove.Errorf(cove.NotFound, "node %s is not enrolled; enroll it again", id) }
 	s.mu.Lock()
 	l, removed, closed := s.live[id], s.removed[id], s.closed
 	s.mu.Unlock()
@@ -120,19 +185,19 @@ func (s *Service) Heartbeat(ctx context.Context, hb runproto.Heartbeat) error {
 	case closed:
 		return cove.Errorf(cove.Unavailable, "the control plane is shutting down")
 	case removed:
-		return notFound
+		return notFound()
 	}
 	if l == nil {
 		n, err := s.store.FindNodeByID(ctx, id)
 		if cove.ErrorCode(err) == cove.NotFound {
-			return notFound
+			return notFound()
 		} else if err != nil {
 			return err
 		}
 		s.mu.Lock()
 		if s.removed[id] {
 			s.mu.Unlock()
-			return notFound
+			return notFound()
 		}
 		if l = s.live[id]; l == nil {
 			l = &live{node: *n}
@@ -145,16 +210,16 @@ func (s *Service) Heartbeat(ctx context.Context, hb runproto.Heartbeat) error {
 	s.mu.Lock()
 	if s.closed || s.live[id] != l {
 		s.mu.Unlock()
-		return notFound // removed meanwhile
+		return notFound() // removed meanwhile
 	}
 	wasLost := l.node.LostAt != nil
 	l.node.LostAt = nil
-	l.hb, l.seen = &hb, now
+	l.hb, l.heard, l.seen = hb, true, now
+	// A node coming back is written at once, lost_at cleared with it;
+	// every other heartbeat waits for the next batch (flushSeen).
+	write := wasLost || l.back
+	l.dirty, l.back = !write, false
 	s.arm(l)
-	write := wasLost || now.Sub(l.stored) >= s.storeEvery()
-	if write {
-		l.stored = now
-	}
 	s.sync(l)
 	n := l.node
 	s.mu.Unlock()
@@ -162,7 +227,7 @@ func (s *Service) Heartbeat(ctx context.Context, hb runproto.Heartbeat) error {
 	if write {
 		if err := s.store.MarkNodeSeen(ctx, id, now); err != nil {
 			s.mu.Lock()
-			l.stored = time.Time{} // try again at the next heartbeat
+			l.back = true // try again at the next heartbeat
 			s.mu.Unlock()
 			return err
 		}
@@ -179,10 +244,10 @@ func (s *Service) Heartbeat(ctx context.Context, hb runproto.Heartbeat) error {
 
 // lost marks a node lost when its timer fires and no heartbeat came since
 // it was armed: the scheduler stops using it and its runs fail.
-func (s *Service) lost(id string, gen uint64) {
+func (s *Service) lost(l *live) {
 	s.mu.Lock()
-	l := s.live[id]
-	if s.closed || l == nil || l.gen != gen || l.node.LostAt != nil {
+	id := l.node.ID
+	if s.closed || s.live[id] != l || l.node.LostAt != nil || time.Now().Before(l.due) {
 		s.mu.Unlock()
 		return
 	}
@@ -264,6 +329,10 @@ func (s *Service) Start(ctx context.Context) error {
 		s.mu.Lock()
 		for _, n := range nodes {
 			tuples = append(tuples, parents(n)...)
+			if n.RevokedAt != nil {
+				s.removed[n.ID] = true // its heartbeats cannot arrive, but never revive it
+				continue
+			}
 			if n.LostAt != nil {
 				lost = append(lost, n)
 				continue
@@ -291,14 +360,17 @@ func (s *Service) Start(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the lost timers. Heartbeats after it are refused.
+// Close stops the lost timers and the batch writer of last_seen_at.
+// Heartbeats after it are refused. It is safe to call more than once.
 func (s *Service) Close() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.closed = true
 	for _, l := range s.live {
 		if l.timer != nil {
 			l.timer.Stop()
 		}
 	}
+	s.mu.Unlock()
+	s.closeOnce.Do(func() { close(s.stopFlush) })
+	<-s.flushDone
 }

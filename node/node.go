@@ -18,6 +18,7 @@ package node
 
 import (
 	"context"
+	"crypto/x509"
 	"log/slog"
 	"math"
 	"slices"
@@ -39,15 +40,16 @@ const (
 	Active   State = "active"   // approved: takes runs while it heartbeats
 	Draining State = "draining" // takes no new runs; those it has finish
 	Lost     State = "lost"     // missed its heartbeats; its runs failed
+	Revoked  State = "revoked"  // its certificate was revoked: cut off for good
 )
 
 // States lists every state.
-var States = []State{Pending, Active, Draining, Lost}
+var States = []State{Pending, Active, Draining, Lost, Revoked}
 
 // Validate checks that s is a state.
 func (s State) Validate() error {
 	if !slices.Contains(States, s) {
-		return cove.Errorf(cove.Invalid, "state %q is not one of pending, active, draining, lost", s).WithDetails(cove.Detail{Field: "state", Message: "unknown state"})
+		return cove.Errorf(cove.Invalid, "state %q is not one of pending, active, draining, lost, revoked", s).WithDetails(cove.Detail{Field: "state", Message: "unknown state"})
 	}
 	return nil
 }
@@ -70,12 +72,23 @@ type Node struct {
 	ApprovedAt    *time.Time `json:"approved_at,omitempty"`
 	ApprovedBy    string     `json:"approved_by,omitempty"`
 	// LastSeenAt is the last heartbeat written to the store; the store is
-	// written at most every few seconds, so it may lag by that much.
+	// written once per node.lost_after (at most every 15 s), so it may lag
+	// by that much. Online is the live view.
 	LastSeenAt          *time.Time `json:"last_seen_at,omitempty"`
 	LostAt              *time.Time `json:"lost_at,omitempty"`
 	CredentialExpiresAt time.Time  `json:"credential_expires_at"`
-	CreatedAt           time.Time  `json:"created_at"`
-	UpdatedAt           time.Time  `json:"updated_at"`
+	// NATSUser is the public key of the node's NATS user. The node made
+	// the key and keeps its seed; revoking the key cuts the node off NATS.
+	NATSUser string `json:"nats_user"`
+	// CertificateSerial is the serial of the node's latest client
+	// certificate, which it presents over mTLS.
+	CertificateSerial    string     `json:"certificate_serial,omitempty"`
+	CertificateExpiresAt *time.Time `json:"certificate_expires_at,omitempty"`
+	// RevokedAt is when the node's certificate was revoked: it is refused
+	// on HTTP and NATS from then on and may only enroll again as a new node.
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	CreatedAt time.Time  `json:"created_at"`
+	UpdatedAt time.Time  `json:"updated_at"`
 
 	// Online, Reserved and Runs are this control plane's live view, not
 	// stored: whether the node heartbeated within LostAfter, and what the
@@ -88,6 +101,8 @@ type Node struct {
 // state derives the state from the stored facts.
 func (n *Node) state() State {
 	switch {
+	case n.RevokedAt != nil:
+		return Revoked
 	case n.ApprovedAt == nil:
 		return Pending
 	case n.LostAt != nil:
@@ -154,6 +169,10 @@ type Store interface {
 	UpdateNode(ctx context.Context, n *Node) error
 	// MarkNodeSeen records a heartbeat: last_seen_at, and lost_at cleared.
 	MarkNodeSeen(ctx context.Context, id string, at time.Time) error
+	// MarkNodesSeen records heartbeats of many nodes at once: last_seen_at
+	// of each listed node, leaving lost_at alone; IDs of nodes that are
+	// gone are skipped.
+	MarkNodesSeen(ctx context.Context, ids []string, at time.Time) error
 	// MarkNodeLost records that the node went silent.
 	MarkNodeLost(ctx context.Context, id string, at time.Time) error
 	DeleteNode(ctx context.Context, id string) error
@@ -170,15 +189,46 @@ type Store interface {
 	// RevokeEnrollToken marks a token revoked.
 	RevokeEnrollToken(ctx context.Context, id string, at time.Time) error
 
+	// SetNodeCertificate records a node's new client certificate and the
+	// expiry of the NATS credential issued with it.
+	SetNodeCertificate(ctx context.Context, id, serial string, certExpires, credExpires time.Time) error
+	// MarkNodeRevoked records that a node's certificate was revoked.
+	MarkNodeRevoked(ctx context.Context, id string, at time.Time) error
+
 	RecordAudit(ctx context.Context, e audit.Entry) error
 }
 
-// Credentials issues node credentials; the app adapts natsbus.Bus to it.
+// Credentials issues and revokes nodes' NATS users; the app adapts
+// natsbus.Bus to it.
 type Credentials interface {
-	// IssueNodeCredential returns the NATS creds file content of a user
-	// allowed only nodeID's own subjects, valid until expires, and the URL
-	// nodes dial. Unavailable when credentials cannot be issued.
-	IssueNodeCredential(nodeID string, expires time.Time) (creds string, natsURL string, err error)
+	// IssueNodeCredential signs a NATS user JWT for the user key user,
+	// whose seed the node holds, allowed only nodeID's own subjects and
+	// valid until expires. It returns the JWT and the URL nodes dial.
+	// Invalid for a malformed key, Unavailable when credentials cannot be
+	// issued.
+	IssueNodeCredential(nodeID, user string, expires time.Time) (jwt string, natsURL string, err error)
+	// RevokeNodeCredential revokes user: its connections close and every
+	// JWT issued to it until now is refused.
+	RevokeNodeCredential(user string) error
+}
+
+// Certificates issues nodes their client certificates; the app adapts the
+// certificate authority (package ca) to it.
+type Certificates interface {
+	// IssueNodeCertificate signs csrPEM (a PEM certificate request) for
+	// nodeID. Invalid for a malformed request or a weak key.
+	IssueNodeCertificate(ctx context.Context, nodeID, csrPEM string) (*Certificate, error)
+	// RenewNodeCertificate signs csrPEM for the node that presented
+	// current over mTLS. Forbidden when the request names another node.
+	RenewNodeCertificate(ctx context.Context, nodeID string, current *x509.Certificate, csrPEM string) (*Certificate, error)
+}
+
+// Certificate is a node's client certificate as the registry hands it out.
+type Certificate struct {
+	Serial   string
+	PEM      string // the certificate
+	ChainPEM string // the intermediate and root that verify it
+	NotAfter time.Time
 }
 
 // Runs is the run store as the node registry uses it; the computation
@@ -196,9 +246,9 @@ type Config struct {
 	// LostAfter is how long a node may stay silent before it is lost.
 	// Default 15 s.
 	LostAfter time.Duration
-	// CredentialTTL is how long a node's NATS credential lasts. Default 30
-	// days.
-	CredentialTTL time.Duration
+	// HeartbeatInterval is how often enrolling nodes are told to
+	// heartbeat. Default runproto.NodeHeartbeatInterval.
+	HeartbeatInterval time.Duration
 	// Log receives what goes wrong where no caller would see it: marking a
 	// node lost, failing its runs. Nil discards.
 	Log *slog.Logger
@@ -206,8 +256,7 @@ type Config struct {
 
 // Defaults of Config.
 const (
-	DefaultLostAfter     = 15 * time.Second
-	DefaultCredentialTTL = 30 * 24 * time.Hour
+	DefaultLostAfter = 15 * time.Second
 )
 
 // Limits of what a node may declare.
@@ -277,7 +326,27 @@ func ValidateEnrollment(r runproto.EnrollRequest) (runproto.EnrollRequest, error
 	if !slices.Contains(TEEs, r.TEE) {
 		return r, invalid("tee", "TEE %q is not one of %s", r.TEE, strings.Join(TEEs, ", "))
 	}
+	if !strings.Contains(r.CSR, "-----BEGIN CERTIFICATE REQUEST-----") {
+		return r, invalid("csr", "send a PEM certificate request (CERTIFICATE REQUEST) signed by the node's key")
+	}
+	if !validUserKey(r.NATSUser) {
+		return r, invalid("nats_user", "nats_user must be the public key of a NATS user nkey (56 characters starting with U)")
+	}
 	return r, nil
+}
+
+// validUserKey checks the shape of a NATS user public key; the bus checks
+// its checksum when it signs the JWT.
+func validUserKey(k string) bool {
+	if len(k) != 56 || k[0] != 'U' {
+		return false
+	}
+	for i := range len(k) {
+		if c := k[i]; !(c >= 'A' && c <= 'Z' || c >= '2' && c <= '7') {
+			return false
+		}
+	}
+	return true
 }
 
 func alnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' }

@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"crypto/x509"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/covecompute/cove/app"
 	"github.com/covecompute/cove/app/apptest"
 	"github.com/covecompute/cove/computation"
+	"github.com/covecompute/cove/computenode"
 	"github.com/covecompute/cove/identity"
 	"github.com/covecompute/cove/node"
 	"github.com/covecompute/cove/runproto"
@@ -31,7 +33,7 @@ type env struct {
 	wsA, wsB                       string
 }
 
-func newEnv(t *testing.T, e apptest.Engine) *env {
+func newEnv(t testing.TB, e apptest.Engine) *env {
 	t.Helper()
 	m := apptest.StartEngine(t, e)
 	v := &env{m: m, ctx: context.Background()}
@@ -65,12 +67,34 @@ func newEnv(t *testing.T, e apptest.Engine) *env {
 	return v
 }
 
-// fakeCreds issues made-up credentials.
+// fakeCreds issues made-up NATS credentials.
 type fakeCreds struct{}
 
-func (fakeCreds) IssueNodeCredential(nodeID string, expires time.Time) (string, string, error) {
-	return "creds of " + nodeID, "nats://127.0.0.1:4222", nil
+func (fakeCreds) IssueNodeCredential(nodeID, user string, expires time.Time) (string, string, error) {
+	return "jwt of " + user + " for " + nodeID, "nats://127.0.0.1:4222", nil
 }
+
+func (fakeCreds) RevokeNodeCredential(string) error { return nil }
+
+// fakeCerts issues made-up certificates that last a day.
+type fakeCerts struct{}
+
+func (fakeCerts) IssueNodeCertificate(_ context.Context, nodeID, csr string) (*node.Certificate, error) {
+	return &node.Certificate{Serial: "01", PEM: "certificate of " + nodeID, NotAfter: time.Now().Add(24 * time.Hour)}, nil
+}
+
+func (fakeCerts) RenewNodeCertificate(_ context.Context, nodeID string, _ *x509.Certificate, csr string) (*node.Certificate, error) {
+	return &node.Certificate{Serial: "02", PEM: "certificate of " + nodeID, NotAfter: time.Now().Add(24 * time.Hour)}, nil
+}
+
+// keys are the public keys every test enrollment sends.
+var keys = sync.OnceValue(func() computenode.Keys {
+	k, err := computenode.NewKeys("")
+	if err != nil {
+		panic(err)
+	}
+	return k
+})
 
 // fakeRuns is node.Runs over a few runs placed on one node: they run until
 // something fails them, and each failure is sent on failed.
@@ -164,17 +188,17 @@ func (schedRuns) ActiveRuns(context.Context) ([]scheduler.ActiveRun, error) { re
 // registry returns a node registry over the env's store and authorizer,
 // with its own scheduler, runs and clock, as a second control plane would
 // have. It is closed when the test ends, before the env's.
-func (v *env) registry(t *testing.T, runs node.Runs, lostAfter time.Duration, now func() time.Time) (*node.Service, *scheduler.Scheduler) {
+func (v *env) registry(t testing.TB, runs node.Runs, lostAfter time.Duration, now func() time.Time) (*node.Service, *scheduler.Scheduler) {
 	t.Helper()
 	sched := scheduler.New(schedRuns{}, nil, now)
 	t.Cleanup(sched.Close)
-	svc := node.NewService(sqlstore.NewNodeStore(v.m.DB), v.m.Authz, fakeCreds{}, sched, runs, node.Config{LostAfter: lostAfter}, now)
+	svc := node.NewService(sqlstore.NewNodeStore(v.m.DB), v.m.Authz, fakeCreds{}, fakeCerts{}, sched, runs, node.Config{LostAfter: lostAfter}, now)
 	t.Cleanup(svc.Close)
 	return svc, sched
 }
 
 // token creates an enrollment token as p.
-func (v *env) token(t *testing.T, svc *node.Service, p cove.Principal, ws string, auto bool) *node.CreatedEnrollToken {
+func (v *env) token(t testing.TB, svc *node.Service, p cove.Principal, ws string, auto bool) *node.CreatedEnrollToken {
 	t.Helper()
 	tok, err := svc.CreateEnrollToken(v.ctx, p, ws, 0, auto)
 	if err != nil {
@@ -188,11 +212,12 @@ func request(token, name string) runproto.EnrollRequest {
 		Token: token, Name: name, TEE: "none",
 		Capacity: runproto.Resources{CPUs: 4, MemoryBytes: 8 << 30, DiskBytes: 100 << 30},
 		Drivers:  []string{"wasm", "process"}, Labels: map[string]string{"zone": "eu-1"},
+		CSR: keys().CSR, NATSUser: keys().NATSUser,
 	}
 }
 
 // enroll enrolls a node with a new token made by p.
-func (v *env) enroll(t *testing.T, svc *node.Service, p cove.Principal, ws string, auto bool, name string) string {
+func (v *env) enroll(t testing.TB, svc *node.Service, p cove.Principal, ws string, auto bool, name string) string {
 	t.Helper()
 	rep, err := svc.Enroll(v.ctx, request(v.token(t, svc, p, ws, auto).Token, name))
 	if err != nil {
@@ -232,7 +257,7 @@ func TestEnrollmentToken(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !cove.ValidID("node", rep.NodeID) || strings.ContainsAny(rep.NodeID, ".*>") || !strings.Contains(rep.Creds, "NATS USER JWT") || rep.NATSURL == "" || rep.Expires.Before(time.Now().Add(29*24*time.Hour)) {
+			if !cove.ValidID("node", rep.NodeID) || strings.ContainsAny(rep.NodeID, ".*>") || rep.JWT == "" || !strings.Contains(rep.Certificate, "BEGIN CERTIFICATE") || rep.NATSURL == "" || rep.Expires.Before(time.Now().Add(29*24*time.Hour)) {
 				t.Fatalf("reply %+v", rep)
 			}
 			n, err := svc.Get(ctx, v.admin, rep.NodeID)
@@ -330,6 +355,11 @@ func TestValidateEnrollment(t *testing.T) {
 		"unknown TEE":        func(r *runproto.EnrollRequest) { r.TEE = "sgx" },
 		"TEE any":            func(r *runproto.EnrollRequest) { r.TEE = "any" },
 		"label key empty":    func(r *runproto.EnrollRequest) { r.Labels = map[string]string{"": "x"} },
+		"no CSR":             func(r *runproto.EnrollRequest) { r.CSR = "" },
+		"CSR not PEM":        func(r *runproto.EnrollRequest) { r.CSR = "MIIB..." },
+		"no NATS user":       func(r *runproto.EnrollRequest) { r.NATSUser = "" },
+		"NATS account key":   func(r *runproto.EnrollRequest) { r.NATSUser = "A" + r.NATSUser[1:] },
+		"NATS user odd":      func(r *runproto.EnrollRequest) { r.NATSUser = r.NATSUser[:55] + "!" },
 		"label key odd":      func(r *runproto.EnrollRequest) { r.Labels = map[string]string{"a=b": "x"} },
 		"label value odd":    func(r *runproto.EnrollRequest) { r.Labels = map[string]string{"a": "x,y"} },
 		"label value long":   func(r *runproto.EnrollRequest) { r.Labels = map[string]string{"a": strings.Repeat("v", 64)} },
@@ -697,4 +727,55 @@ func TestRemoveWithActiveRuns(t *testing.T) {
 	}
 	wantCode(t, get(svc, v, v.admin, id), cove.NotFound)
 	wantCode(t, svc.Heartbeat(v.ctx, heartbeat(id)), cove.NotFound)
+}
+
+// TestLastSeenWrittenInBatches: heartbeats reach last_seen_at in the store
+// within a flush period, not at each heartbeat, and a node coming back
+// from lost is written at once with lost_at cleared.
+func TestLastSeenWrittenInBatches(t *testing.T) {
+	v := newEnv(t, apptest.Engines()[0])
+	const lostAfter = 600 * time.Millisecond // a flush every 200 ms
+	svc, _ := v.registry(t, newFakeRuns(), lostAfter, nil)
+	store := sqlstore.NewNodeStore(v.m.DB)
+	id := v.enroll(t, svc, v.admin, "", true, "edge")
+	stored := func() *node.Node {
+		t.Helper()
+		n, err := store.FindNodeByID(v.ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := time.Now().Truncate(time.Second)
+	if err := svc.Heartbeat(v.ctx, heartbeat(id)); err != nil {
+		t.Fatal(err)
+	}
+	if n := stored(); n.LastSeenAt != nil {
+		t.Fatalf("last_seen_at written at the heartbeat: %v", n.LastSeenAt)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for stored().LastSeenAt == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("last_seen_at not written within 5 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := stored(); n.LastSeenAt.Before(before) || n.LastSeenAt.After(time.Now()) {
+		t.Fatalf("last_seen_at %v, heartbeat after %v", n.LastSeenAt, before)
+	}
+
+	// Silence: lost in the store; a heartbeat clears it at once.
+	deadline = time.Now().Add(5 * time.Second)
+	for stored().LostAt == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the node was not marked lost")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := svc.Heartbeat(v.ctx, heartbeat(id)); err != nil {
+		t.Fatal(err)
+	}
+	if n := stored(); n.LostAt != nil {
+		t.Fatalf("lost_at %v after the node came back", n.LostAt)
+	}
 }

@@ -27,6 +27,7 @@ type Service struct {
 	store Store
 	authz *authz.Authorizer
 	creds Credentials
+	certs Certificates
 	sched *scheduler.Scheduler
 	runs  Runs
 	cfg   Config
@@ -37,28 +38,35 @@ type Service struct {
 	live    map[string]*live // by node ID
 	removed map[string]bool  // removed by this process: heartbeats in flight must not revive them
 	closed  bool
+
+	stopFlush chan struct{} // closed by Close: the last_seen_at writer stops
+	flushDone chan struct{}
+	closeOnce sync.Once
 }
 
 // NewService returns the node registry. now nil means time.Now.
-func NewService(store Store, az *authz.Authorizer, creds Credentials, sched *scheduler.Scheduler, runs Runs, cfg Config, now func() time.Time) *Service {
+func NewService(store Store, az *authz.Authorizer, creds Credentials, certs Certificates, sched *scheduler.Scheduler, runs Runs, cfg Config, now func() time.Time) *Service {
 	if now == nil {
 		now = time.Now
 	}
 	if cfg.LostAfter <= 0 {
 		cfg.LostAfter = DefaultLostAfter
 	}
-	if cfg.CredentialTTL <= 0 {
-		cfg.CredentialTTL = DefaultCredentialTTL
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = runproto.NodeHeartbeatInterval
 	}
 	log := cfg.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{
-		store: store, authz: az, creds: creds, sched: sched, runs: runs, cfg: cfg, log: log,
+	s := &Service{
+		store: store, authz: az, creds: creds, certs: certs, sched: sched, runs: runs, cfg: cfg, log: log,
 		now:  func() time.Time { return now().UTC().Truncate(time.Microsecond) },
 		live: map[string]*live{}, removed: map[string]bool{},
+		stopFlush: make(chan struct{}), flushDone: make(chan struct{}),
 	}
+	go s.flushLoop()
+	return s
 }
 
 func (s *Service) entry(p cove.Principal, wsID, action, target string) audit.Entry {
@@ -211,12 +219,21 @@ func (s *Service) Enroll(ctx context.Context, r runproto.EnrollRequest) (*runpro
 	n := &Node{
 		ID: cove.NewID("node"), Name: req.Name, WorkspaceID: t.WorkspaceID,
 		Capacity: req.Capacity, Drivers: req.Drivers, Labels: req.Labels, TEE: req.TEE,
-		EnrollTokenID: t.ID, CredentialExpiresAt: now.Add(s.cfg.CredentialTTL), CreatedAt: now, UpdatedAt: now,
+		EnrollTokenID: t.ID, NATSUser: req.NATSUser, CreatedAt: now, UpdatedAt: now,
 	}
 	if t.AutoApprove {
 		n.ApprovedAt, n.ApprovedBy = &now, t.CreatedBy
 	}
-	var reply *runproto.EnrollReply
+	// The certificate and the JWT are issued before the node exists: the
+	// CA keeps its own records, which on SQLite cannot be written inside
+	// this transaction. Should the transaction fail (another node took the
+	// token), the NATS user is revoked, and the certificate names a node
+	// that never exists, which mTLS refuses.
+	cred, err := s.issue(ctx, n, func() (*Certificate, error) { return s.certs.IssueNodeCertificate(ctx, n.ID, req.CSR) })
+	if err != nil {
+		return nil, err
+	}
+	reply := &runproto.EnrollReply{NodeID: n.ID, NATSURL: cred.url, HeartbeatMillis: s.cfg.HeartbeatInterval.Milliseconds(), NodeCredential: cred.NodeCredential}
 	err = s.store.Atomic(ctx, func(tx Store) error {
 		// Marking the token used first, and only if it is still usable,
 		// lets exactly one of two racing enrollments through.
@@ -233,18 +250,14 @@ func (s *Service) Enroll(ctx context.Context, r runproto.EnrollRequest) (*runpro
 		if err := tx.CreateNode(ctx, n); err != nil {
 			return err
 		}
-		// Issued inside the transaction: if it fails, the token stays
-		// unused for another try.
-		creds, url, err := s.creds.IssueNodeCredential(n.ID, n.CredentialExpiresAt)
-		if err != nil {
-			return err
-		}
-		reply = &runproto.EnrollReply{NodeID: n.ID, NATSURL: url, Creds: creds, Expires: n.CredentialExpiresAt}
 		e := audit.Entry{ID: cove.NewID("aud"), Time: now, WorkspaceID: n.WorkspaceID, Action: "node.enroll", Target: n.ID,
-			Outcome: audit.Success, Detail: "node " + n.Name + " enrolled with token " + t.ID}
+			Outcome: audit.Success, Detail: "node " + n.Name + " enrolled with token " + t.ID + "; certificate " + n.CertificateSerial}
 		return tx.RecordAudit(ctx, e)
 	})
 	if err != nil {
+		if rerr := s.creds.RevokeNodeCredential(n.NATSUser); rerr != nil {
+			s.log.Error("could not revoke the NATS user of a failed enrollment", "user", n.NATSUser, "err", rerr)
+		}
 		return nil, err
 	}
 	// The relations give rights, so they are written after the commit;
@@ -422,6 +435,13 @@ func (s *Service) Remove(ctx context.Context, p cove.Principal, id string, force
 		return cove.Errorf(cove.Conflict, "node %s has %d active runs; drain it and let them finish, or remove it with force, which fails them (node_lost)", id, len(active))
 	}
 	s.forget(id)
+	// Off NATS at once; HTTP refuses a removed node's certificate because
+	// the node is gone.
+	if n.NATSUser != "" {
+		if err := s.creds.RevokeNodeCredential(n.NATSUser); err != nil {
+			return err
+		}
+	}
 	if len(active) > 0 {
 		s.failRuns(ctx, active, "node "+n.Name+" ("+id+") was removed by an admin")
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/covecompute/cove/app/apptest"
 	"github.com/covecompute/cove/httpapi"
 	"github.com/covecompute/cove/node"
+	"github.com/covecompute/cove/node/nodetest"
 	"github.com/covecompute/cove/runproto"
 	"github.com/covecompute/cove/sdk"
 )
@@ -34,13 +35,23 @@ func TestNodes(t *testing.T) {
 	_, err = admin.CreateEnrollToken(ctx, httpapi.EnrollTokenInput{ExpiresIn: "soon"})
 	wantCode(t, err, cove.Invalid)
 
-	req := runproto.EnrollRequest{Token: tok.Token, Name: "edge-1", Capacity: runproto.Resources{CPUs: 2, MemoryBytes: 4 << 30}, Drivers: []string{"wasm"}}
+	keys := nodetest.NewKeys(t, "")
+	req := runproto.EnrollRequest{Token: tok.Token, Name: "edge-1", Capacity: runproto.Resources{CPUs: 2, MemoryBytes: 4 << 30}, Drivers: []string{"wasm"},
+		CSR: keys.CSR, NATSUser: keys.NATSUser}
+	// Without the node's public keys, enrollment is refused and the token
+	// stays usable.
+	_, err = anon.EnrollNode(ctx, runproto.EnrollRequest{Token: tok.Token, Name: "edge-1", Capacity: req.Capacity, Drivers: req.Drivers})
+	wantCode(t, err, cove.Invalid)
 	rep, err := anon.EnrollNode(ctx, req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !cove.ValidID("node", rep.NodeID) || !strings.Contains(rep.Creds, "-----BEGIN NATS USER JWT-----") || rep.NATSURL == "" {
+	if !cove.ValidID("node", rep.NodeID) || !strings.Contains(rep.Certificate, "-----BEGIN CERTIFICATE-----") ||
+		!strings.Contains(rep.Chain, "-----BEGIN CERTIFICATE-----") || rep.JWT == "" || rep.NATSURL == "" {
 		t.Fatalf("reply %+v", rep)
+	}
+	if rep.HeartbeatMillis != 1000 { // apptest.Config's node.heartbeat_interval
+		t.Errorf("the node is told to heartbeat every %d ms, want 1000", rep.HeartbeatMillis)
 	}
 	_, err = anon.EnrollNode(ctx, req)
 	wantCode(t, err, cove.Unauthenticated)
@@ -80,7 +91,7 @@ func TestNodes(t *testing.T) {
 	if err := admin.RevokeEnrollToken(ctx, unused.ID); err != nil {
 		t.Fatal(err)
 	}
-	_, err = anon.EnrollNode(ctx, runproto.EnrollRequest{Token: unused.Token, Name: "edge-2", Capacity: req.Capacity, Drivers: req.Drivers})
+	_, err = anon.EnrollNode(ctx, runproto.EnrollRequest{Token: unused.Token, Name: "edge-2", Capacity: req.Capacity, Drivers: req.Drivers, CSR: keys.CSR, NATSUser: keys.NATSUser})
 	wantCode(t, err, cove.Unauthenticated)
 
 	wantCode(t, owner.RemoveNode(ctx, rep.NodeID, false), cove.NotFound)

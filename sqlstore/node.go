@@ -22,7 +22,7 @@ type NodeStore struct {
 var _ node.Store = (*NodeStore)(nil)
 
 // NewNodeStore returns the node store of db.
-func NewNodeStore(db *DB) *NodeStore { return &NodeStore{db: db, q: db.sql} }
+func NewNodeStore(db *DB) *NodeStore { return &NodeStore{db: db, q: db.stmts} }
 
 // Atomic runs fn in one transaction.
 func (s *NodeStore) Atomic(ctx context.Context, fn func(node.Store) error) error {
@@ -39,7 +39,8 @@ func nullWorkspace(id string) any {
 }
 
 const nodeColumns = `id, name, workspace_id, cpus, memory_bytes, disk_bytes, drivers, labels, tee, enroll_token_id, draining,
-	approved_at, approved_by, last_seen_at, lost_at, credential_expires_at, created_at, updated_at`
+	approved_at, approved_by, last_seen_at, lost_at, credential_expires_at, created_at, updated_at,
+	nats_user, certificate_serial, certificate_expires_at, revoked_at`
 
 func scanNode(r interface{ Scan(...any) error }) (*node.Node, error) {
 	var (
@@ -47,9 +48,11 @@ func scanNode(r interface{ Scan(...any) error }) (*node.Node, error) {
 		ws                   sql.NullString
 		drivers, labels      string
 		approved, seen, lost sql.NullTime
+		certExp, revoked     sql.NullTime
 	)
 	err := r.Scan(&n.ID, &n.Name, &ws, &n.Capacity.CPUs, &n.Capacity.MemoryBytes, &n.Capacity.DiskBytes, &drivers, &labels, &n.TEE,
-		&n.EnrollTokenID, &n.Draining, &approved, &n.ApprovedBy, &seen, &lost, &n.CredentialExpiresAt, &n.CreatedAt, &n.UpdatedAt)
+		&n.EnrollTokenID, &n.Draining, &approved, &n.ApprovedBy, &seen, &lost, &n.CredentialExpiresAt, &n.CreatedAt, &n.UpdatedAt,
+		&n.NATSUser, &n.CertificateSerial, &certExp, &revoked)
 	if err != nil {
 		return nil, err
 	}
@@ -61,6 +64,7 @@ func scanNode(r interface{ Scan(...any) error }) (*node.Node, error) {
 	}
 	n.WorkspaceID = ws.String
 	n.ApprovedAt, n.LastSeenAt, n.LostAt = timePtr(approved), timePtr(seen), timePtr(lost)
+	n.CertificateExpiresAt, n.RevokedAt = timePtr(certExp), timePtr(revoked)
 	n.CredentialExpiresAt, n.CreatedAt, n.UpdatedAt = n.CredentialExpiresAt.UTC(), n.CreatedAt.UTC(), n.UpdatedAt.UTC()
 	return &n, nil
 }
@@ -75,10 +79,11 @@ func (s *NodeStore) CreateNode(ctx context.Context, n *node.Node) error {
 	if err != nil {
 		return cove.Wrap(err, "could not encode the labels")
 	}
-	_, err = s.q.ExecContext(ctx, `INSERT INTO nodes (`+nodeColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`,
+	_, err = s.q.ExecContext(ctx, `INSERT INTO nodes (`+nodeColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)`,
 		n.ID, n.Name, nullWorkspace(n.WorkspaceID), n.Capacity.CPUs, n.Capacity.MemoryBytes, n.Capacity.DiskBytes, string(drivers), string(labels), n.TEE,
 		n.EnrollTokenID, n.Draining, nullTime(n.ApprovedAt), n.ApprovedBy, nullTime(n.LastSeenAt), nullTime(n.LostAt),
-		n.CredentialExpiresAt.UTC(), n.CreatedAt.UTC(), n.UpdatedAt.UTC())
+		n.CredentialExpiresAt.UTC(), n.CreatedAt.UTC(), n.UpdatedAt.UTC(),
+		n.NATSUser, n.CertificateSerial, nullTime(n.CertificateExpiresAt), nullTime(n.RevokedAt))
 	return s.db.fail(err, "could not create the node")
 }
 
@@ -90,10 +95,11 @@ func (s *NodeStore) FindNodeByID(ctx context.Context, id string) (*node.Node, er
 
 // stateWhere is the condition that selects nodes in a state.
 var stateWhere = map[node.State]string{
-	node.Pending:  `approved_at IS NULL`,
-	node.Lost:     `approved_at IS NOT NULL AND lost_at IS NOT NULL`,
-	node.Draining: `approved_at IS NOT NULL AND lost_at IS NULL AND draining`,
-	node.Active:   `approved_at IS NOT NULL AND lost_at IS NULL AND NOT draining`,
+	node.Revoked:  `revoked_at IS NOT NULL`,
+	node.Pending:  `revoked_at IS NULL AND approved_at IS NULL`,
+	node.Lost:     `revoked_at IS NULL AND approved_at IS NOT NULL AND lost_at IS NOT NULL`,
+	node.Draining: `revoked_at IS NULL AND approved_at IS NOT NULL AND lost_at IS NULL AND draining`,
+	node.Active:   `revoked_at IS NULL AND approved_at IS NOT NULL AND lost_at IS NULL AND NOT draining`,
 }
 
 // FindNodes lists nodes by ID.
@@ -144,9 +150,55 @@ func (s *NodeStore) MarkNodeSeen(ctx context.Context, id string, at time.Time) e
 	return s.db.affected(res, err, "node "+id+" not found")
 }
 
+// seenChunk bounds the IDs of one MarkNodesSeen statement, well under
+// the bind-parameter limits of both engines.
+const seenChunk = 500
+
+// MarkNodesSeen records the heartbeats of many nodes in a few statements:
+// the node registry writes last_seen_at in batches, not per heartbeat.
+func (s *NodeStore) MarkNodesSeen(ctx context.Context, ids []string, at time.Time) error {
+	return s.Atomic(ctx, func(st node.Store) error {
+		q := st.(*NodeStore).q
+		for len(ids) > 0 {
+			chunk := ids[:min(seenChunk, len(ids))]
+			ids = ids[len(chunk):]
+			var b strings.Builder
+			b.WriteString(`UPDATE nodes SET last_seen_at = $1 WHERE id IN (`)
+			args := make([]any, 0, len(chunk)+1)
+			args = append(args, at.UTC())
+			for i, id := range chunk {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				b.WriteString("$" + strconv.Itoa(i+2))
+				args = append(args, id)
+			}
+			b.WriteByte(')')
+			if _, err := q.ExecContext(ctx, b.String(), args...); err != nil {
+				return s.db.fail(err, "database error")
+			}
+		}
+		return nil
+	})
+}
+
 // MarkNodeLost records that a node went silent.
 func (s *NodeStore) MarkNodeLost(ctx context.Context, id string, at time.Time) error {
 	res, err := s.q.ExecContext(ctx, `UPDATE nodes SET lost_at = $2 WHERE id = $1`, id, at.UTC())
+	return s.db.affected(res, err, "node "+id+" not found")
+}
+
+// SetNodeCertificate records a node's new certificate and credential expiry.
+func (s *NodeStore) SetNodeCertificate(ctx context.Context, id, serial string, certExpires, credExpires time.Time) error {
+	res, err := s.q.ExecContext(ctx, `UPDATE nodes SET certificate_serial = $2, certificate_expires_at = $3, credential_expires_at = $4 WHERE id = $1`,
+		id, serial, certExpires.UTC(), credExpires.UTC())
+	return s.db.affected(res, err, "node "+id+" not found")
+}
+
+// MarkNodeRevoked records that a node's certificate was revoked; the first
+// time counts.
+func (s *NodeStore) MarkNodeRevoked(ctx context.Context, id string, at time.Time) error {
+	res, err := s.q.ExecContext(ctx, `UPDATE nodes SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1`, id, at.UTC())
 	return s.db.affected(res, err, "node "+id+" not found")
 }
 
