@@ -102,17 +102,28 @@ func (m *Main) seedSamples(ctx context.Context, p cove.Principal, wsID string) e
 // reuse it.
 func (m *Main) startDevNode(ctx context.Context, apiURL string) error {
 	dir := filepath.Join(m.Config.DataDir, "node")
-	var token string
-	if _, err := os.Stat(filepath.Join(dir, "node.json")); err != nil {
+	identity := filepath.Join(dir, "node.json")
+	token := func() (string, error) {
 		u, err := m.Identity.FindUserByEmail(ctx, DevAdminEmail)
 		if err != nil {
-			return err
+			return "", err
 		}
 		t, err := m.Nodes.CreateEnrollToken(ctx, cove.Principal{UserID: u.ID, Email: u.Email, Admin: u.Admin}, "", time.Hour, true)
 		if err != nil {
+			return "", err
+		}
+		return t.Token, nil
+	}
+	cfg := computenode.Config{
+		ServerURL: apiURL, Name: "embedded", DataDir: dir, Log: m.Log.With("component", "node"),
+		CAFingerprint: m.CA.RootFingerprint(),
+	}
+	_, err := os.Stat(identity)
+	enrolled := err == nil
+	if !enrolled {
+		if cfg.Token, err = token(); err != nil {
 			return err
 		}
-		token = t.Token
 	}
 	// The data dir is private (0700), which the process driver's sandbox
 	// user cannot traverse; runs go under the system's temp dir instead,
@@ -122,8 +133,20 @@ func (m *Main) startDevNode(ctx context.Context, apiURL string) error {
 		return cove.Wrap(err, "cannot resolve the data directory")
 	}
 	sum := sha256.Sum256([]byte(abs))
-	runs := filepath.Join(os.TempDir(), "cove-runs-"+hex.EncodeToString(sum[:6]))
-	n, err := computenode.Start(ctx, computenode.Config{ServerURL: apiURL, Token: token, Name: "embedded", DataDir: dir, RunsDir: runs, Log: m.Log.With("component", "node")})
+	cfg.RunsDir = filepath.Join(os.TempDir(), "cove-runs-"+hex.EncodeToString(sum[:6]))
+	n, err := computenode.Start(ctx, cfg)
+	if code := cove.ErrorCode(err); enrolled && (code == cove.Invalid || code == cove.Unauthenticated) {
+		// An identity from an older Cove, or one this control plane no
+		// longer accepts (revoked, expired): a dev node just enrolls again.
+		m.Log.Warn("the embedded node's identity cannot be used; enrolling it again", "err", err)
+		if err := os.Remove(identity); err != nil {
+			return cove.Wrap(err, "cannot remove "+identity)
+		}
+		if cfg.Token, err = token(); err != nil {
+			return err
+		}
+		n, err = computenode.Start(ctx, cfg)
+	}
 	if err != nil {
 		return err
 	}

@@ -77,7 +77,13 @@ expire. A personal access token in COVE_TOKEN takes precedence over it.`,
 			if in.Password, err = readPassword(cmd, fromStdin, false); err != nil {
 				return err
 			}
-			c, err := a.anonymous()
+			saved, _ := a.loadCredentials()
+			server := a.serverURL(saved)
+			tr, err := a.trust(saved, server)
+			if err != nil {
+				return err
+			}
+			c, err := sdk.New(server, sdk.WithTLS(tr.config))
 			if err != nil {
 				return err
 			}
@@ -85,7 +91,7 @@ expire. A personal access token in COVE_TOKEN takes precedence over it.`,
 			if err != nil {
 				return err
 			}
-			creds := &credentials{Server: c.BaseURL()}
+			creds := &credentials{Server: c.BaseURL(), CA: tr.caPEM, CAFingerprint: tr.fingerprint}
 			creds.update(t)
 			if err := a.saveCredentials(creds); err != nil {
 				return err

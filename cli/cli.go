@@ -26,11 +26,15 @@ const (
 	EnvServer    = "COVE_SERVER"     // the server URL, below --server
 	EnvToken     = "COVE_TOKEN"      // a personal access token; overrides the saved login
 	EnvConfigDir = "COVE_CONFIG_DIR" // where credentials.json lives, below --config-dir
+	// EnvCAFile and EnvCAFingerprint say how to trust the server's TLS
+	// certificate, below --ca-file and --ca-fingerprint.
+	EnvCAFile        = "COVE_CA_FILE"
+	EnvCAFingerprint = "COVE_CA_FINGERPRINT"
 )
 
 // DefaultServer is the server used when no flag, variable or saved login
 // names one: a local `cove serve`.
-const DefaultServer = "http://127.0.0.1:7100"
+const DefaultServer = "https://127.0.0.1:7100"
 
 // Output formats of -o.
 const (
@@ -44,6 +48,9 @@ type app struct {
 	server    string
 	output    string
 	configDir string
+	// caFile and caFingerprint say which server certificate to trust
+	// besides the system's roots.
+	caFile, caFingerprint string
 }
 
 // New returns the root `cove` command with the client commands and extra,
@@ -67,6 +74,8 @@ This command talks to a Cove server's REST API. Start with:
 	pf.StringVar(&a.server, "server", "", "URL of the Cove server (env "+EnvServer+"; default: the server of the saved login, else "+DefaultServer+")")
 	pf.StringVarP(&a.output, "output", "o", outputTable, "output format: table or json (the raw API object)")
 	pf.StringVar(&a.configDir, "config-dir", "", "directory of credentials.json (env "+EnvConfigDir+"; default <user config dir>/cove)")
+	pf.StringVar(&a.caFile, "ca-file", "", "PEM file of the CA that signed the server's certificate, such as `cove ca chain` prints (env "+EnvCAFile+"; saved by login)")
+	pf.StringVar(&a.caFingerprint, "ca-fingerprint", "", "trust the server whose chain has the certificate with this SHA-256 fingerprint, as `cove serve` prints it (env "+EnvCAFingerprint+"; saved by login)")
 
 	root.AddCommand(
 		a.signupCommand(), a.loginCommand(), a.logoutCommand(), a.whoamiCommand(),
@@ -75,6 +84,7 @@ This command talks to a Cove server's REST API. Start with:
 	a.addCatalogCommands(root)
 	a.addComputationCommands(root)
 	a.addNodeCommands(root)
+	root.AddCommand(a.caCommand())
 	root.AddCommand(extra...)
 
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
@@ -183,7 +193,12 @@ func normalizeURL(u string) string { return strings.TrimRight(strings.TrimSpace(
 // anonymous returns a client without credentials, for signup and login.
 func (a *app) anonymous() (*sdk.Client, error) {
 	saved, _ := a.loadCredentials() // a damaged file must not stop a new login
-	return sdk.New(a.serverURL(saved))
+	server := a.serverURL(saved)
+	tr, err := a.trust(saved, server)
+	if err != nil {
+		return nil, err
+	}
+	return sdk.New(server, sdk.WithTLS(tr.config))
 }
 
 // client returns a client authenticated by COVE_TOKEN or, when it is for
@@ -195,7 +210,11 @@ func (a *app) client(cmd *cobra.Command) (*sdk.Client, error) {
 		return nil, err
 	}
 	server := a.serverURL(saved)
-	var opts []sdk.Option
+	tr, err := a.trust(saved, server)
+	if err != nil {
+		return nil, err
+	}
+	opts := []sdk.Option{sdk.WithTLS(tr.config)}
 	switch {
 	case os.Getenv(EnvToken) != "":
 		opts = append(opts, sdk.WithToken(os.Getenv(EnvToken)))

@@ -23,6 +23,10 @@ type credentials struct {
 	AccessToken  string    `json:"access_token"`
 	RefreshToken string    `json:"refresh_token"`
 	ExpiresAt    time.Time `json:"expires_at"` // of the access token
+	// CA (PEM) and CAFingerprint are how the server's certificate was
+	// trusted at login; later commands to the same server trust it so too.
+	CA            string `json:"ca,omitempty"`
+	CAFingerprint string `json:"ca_fingerprint,omitempty"`
 }
 
 // update takes renewed tokens.

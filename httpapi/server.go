@@ -53,6 +53,8 @@ type Server struct {
 	mux       *http.ServeMux
 	routes    []*route
 	metrics   metrics
+	// nodes checks node client certificates; set by MountNodes.
+	nodes NodeVerifier
 
 	openapiOnce sync.Once
 	openapi     []byte

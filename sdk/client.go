@@ -11,6 +11,8 @@ package sdk
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -64,6 +66,19 @@ func WithToken(token string) Option {
 // after a minute.
 func WithHTTPClient(hc *http.Client) Option {
 	return func(c *Client) { c.http = hc }
+}
+
+// WithTLS sets how the client trusts the server's certificate (see
+// package tlstrust). Nil keeps the system's roots.
+func WithTLS(cfg *tls.Config) Option {
+	return func(c *Client) {
+		if cfg == nil {
+			return
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = cfg
+		c.http = &http.Client{Timeout: c.http.Timeout, Transport: tr}
+	}
 }
 
 // WithRefresh lets the client renew an expired access token: when a call is
@@ -289,9 +304,41 @@ func (c *Client) roundTrip(ctx context.Context, r request, body []byte, token st
 		if ctx.Err() != nil {
 			return nil, &cove.Error{Code: cove.Unavailable, Message: "the request to the server was canceled or timed out", Err: err}
 		}
+		if msg, ok := untrusted(err); ok {
+			return nil, &cove.Error{Code: cove.Unauthenticated, Message: fmt.Sprintf("the server at %s is not trusted: %s; "+
+				"pass the CA fingerprint `cove serve` printed with --ca-fingerprint, or its chain with --ca-file", c.base, msg), Err: err}
+		}
 		return nil, &cove.Error{Code: cove.Unavailable, Message: fmt.Sprintf("the server at %s could not be reached; check --server", c.base), Err: err}
 	}
 	return resp, nil
+}
+
+// untrusted reports whether err is the client refusing the server's
+// certificate, and why.
+func untrusted(err error) (string, bool) {
+	var (
+		unknown  x509.UnknownAuthorityError
+		host     x509.HostnameError
+		invalid  x509.CertificateInvalidError
+		verify   *tls.CertificateVerificationError
+		pinned   *cove.Error
+		recordHd tls.RecordHeaderError
+	)
+	switch {
+	case errors.As(err, &pinned):
+		return pinned.Message, true
+	case errors.As(err, &unknown):
+		return "its certificate is signed by an unknown authority", true
+	case errors.As(err, &host):
+		return host.Error(), true
+	case errors.As(err, &invalid):
+		return invalid.Error(), true
+	case errors.As(err, &verify):
+		return verify.Err.Error(), true
+	case errors.As(err, &recordHd):
+		return "it does not speak TLS (is it plain http://?)", true
+	}
+	return "", false
 }
 
 // decodeError turns an error answer into a *cove.Error with the server's
@@ -306,6 +353,9 @@ func (c *Client) decodeError(resp *http.Response) error {
 			code = codeOfStatus(resp.StatusCode)
 		}
 		return &cove.Error{Code: code, Message: b.Message, Details: b.Details}
+	}
+	if strings.HasPrefix(c.base, "http://") && bytes.Contains(data, []byte("HTTP request to an HTTPS server")) {
+		return cove.Errorf(cove.Invalid, "the server at %s serves HTTPS: use %s", c.base, "https://"+strings.TrimPrefix(c.base, "http://"))
 	}
 	return &cove.Error{Code: codeOfStatus(resp.StatusCode), Message: fmt.Sprintf("the server at %s answered %s, not with a Cove error; check --server", c.base, resp.Status)}
 }
