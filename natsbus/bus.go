@@ -38,24 +38,38 @@ const RandomPort = -1
 
 // Config selects and configures the NATS behind a Bus.
 //
-// Two deployments are supported. Embedded (URL empty): an operator-mode
+// Three deployments are supported. Embedded (URL empty): an operator-mode
 // server inside this process whose operator, system account and COVE account
 // are generated at first start and kept in DataDir; the Bus issues, and can
-// revoke, node and agent credentials. External (URL set): the Bus connects
-// with CredsFile and issues credentials signed with the seed in
-// AccountSeedFile; the account itself, its JetStream limits and revocations,
-// is managed on that deployment (for example with nsc), so RevokeUser
-// reports Unavailable there.
+// revoke, node and agent credentials. Managed external (URL and
+// OperatorSeedFile set): an operator-mode nats-server with a full account
+// resolver, prepared by InitExternal; the Bus signs the COVE account with
+// the operator key and pushes it through the system account at start and at
+// every revocation, so it enforces exactly what the embedded server does.
+// Unmanaged external (URL set, no OperatorSeedFile): the Bus connects with
+// CredsFile and issues credentials signed with the seed in AccountSeedFile;
+// the account itself, its JetStream limits and revocations, is managed on
+// that deployment (for example with nsc), so RevokeUser reports Unavailable
+// there.
 type Config struct {
 	// URL of an external NATS server or cluster, comma separated. Empty runs
 	// the embedded server.
 	URL string
 	// CredsFile is the control plane's user credentials on the external NATS.
-	// Empty connects without authentication.
+	// Empty connects without authentication, or, when managed, as a user the
+	// Bus signs itself with the account key.
 	CredsFile string
 	// AccountSeedFile holds the seed of the external account that node and
 	// agent users belong to. Without it the Issue methods report Unavailable.
+	// Required when managed.
 	AccountSeedFile string
+	// OperatorSeedFile holds the seed of the operator the external server
+	// trusts. Setting it makes the Bus manage the COVE account: it signs the
+	// account and pushes it with the user in SystemCredsFile.
+	OperatorSeedFile string
+	// SystemCredsFile is a user of the external server's system account,
+	// which may push account JWTs. Required when managed.
+	SystemCredsFile string
 
 	// DataDir holds the embedded server's state: the JetStream store in
 	// DataDir/jetstream and the operator and account keys in DataDir/keys.
@@ -93,9 +107,15 @@ func (c Config) withDefaults() (Config, error) {
 		if c.DataDir == "" {
 			return c, cove.Errorf(cove.Invalid, "NATS data directory is required for the embedded server")
 		}
-		if c.CredsFile != "" || c.AccountSeedFile != "" {
-			return c, cove.Errorf(cove.Invalid, "NATS creds file and account seed file apply only to an external NATS URL")
+		if c.CredsFile != "" || c.AccountSeedFile != "" || c.OperatorSeedFile != "" || c.SystemCredsFile != "" {
+			return c, cove.Errorf(cove.Invalid, "NATS creds, account seed, operator seed and system creds files apply only to an external NATS URL")
 		}
+	}
+	if c.OperatorSeedFile != "" && (c.SystemCredsFile == "" || c.AccountSeedFile == "") {
+		return c, cove.Errorf(cove.Invalid, "managing the external NATS account (an operator seed file) needs the system creds file and the account seed file too")
+	}
+	if c.SystemCredsFile != "" && c.OperatorSeedFile == "" {
+		return c, cove.Errorf(cove.Invalid, "the NATS system creds file is used only with the operator seed file, to push the account")
 	}
 	if c.Host == "" {
 		c.Host = DefaultHost
@@ -142,6 +162,9 @@ type Bus struct {
 	srv *server.Server
 	acc *accountState
 
+	// Managed external only.
+	pushed *pushedAccount
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -162,7 +185,7 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 	if cfg.URL == "" {
 		err = b.openEmbedded(ctx)
 	} else {
-		err = b.openExternal()
+		err = b.openExternal(ctx)
 	}
 	if err != nil {
 		b.Close()
@@ -173,10 +196,13 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 		b.Close()
 		return nil, cove.Wrap(err, "cannot use JetStream")
 	}
+	if b.pushed != nil {
+		b.pushed.setJetStream(b.js, cfg.StreamReplicas)
+	}
 	return b, nil
 }
 
-func (b *Bus) openExternal() error {
+func (b *Bus) openExternal(ctx context.Context) error {
 	opts := b.connOptions("cove control plane")
 	opts = append(opts, nats.MaxReconnects(-1)) // ride out cluster restarts; Ready reports the gap
 	if b.cfg.CredsFile != "" {
@@ -188,6 +214,20 @@ func (b *Bus) openExternal() error {
 			return err
 		}
 		b.account = kp
+	}
+	if b.cfg.OperatorSeedFile != "" {
+		// The account must be on the server before any of its users,
+		// the control plane's own included, can connect.
+		if err := b.openManaged(ctx); err != nil {
+			return err
+		}
+		if b.cfg.CredsFile == "" {
+			opt, err := b.selfSignedUser()
+			if err != nil {
+				return err
+			}
+			opts = append(opts, opt)
+		}
 	}
 	nc, err := nats.Connect(b.cfg.URL, opts...)
 	if err != nil {
@@ -283,6 +323,9 @@ func (b *Bus) Close() error {
 			}
 			b.srv.Shutdown()
 			b.srv.WaitForShutdown()
+		}
+		if b.pushed != nil {
+			b.pushed.close()
 		}
 		if b.account != nil {
 			b.account.Wipe()

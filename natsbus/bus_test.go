@@ -21,6 +21,7 @@ import (
 
 	"github.com/covecompute/cove"
 	"github.com/covecompute/cove/natsbus"
+	"github.com/covecompute/cove/natsbus/natstest"
 )
 
 // MustOpen opens an embedded Bus on a random port in dir and closes it when
@@ -28,13 +29,17 @@ import (
 // much disk the machine has.
 func MustOpen(tb testing.TB, dir string) *natsbus.Bus {
 	tb.Helper()
+	return MustOpenConfig(tb, natsbus.Config{DataDir: dir, Port: natsbus.RandomPort})
+}
+
+// MustOpenConfig opens a Bus with cfg, streams kept small, and closes it
+// when the test ends.
+func MustOpenConfig(tb testing.TB, cfg natsbus.Config) *natsbus.Bus {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	bus, err := natsbus.Open(ctx, natsbus.Config{
-		DataDir:        dir,
-		Port:           natsbus.RandomPort,
-		StreamMaxBytes: 64 << 20,
-	})
+	cfg.StreamMaxBytes = 64 << 20
+	bus, err := natsbus.Open(ctx, cfg)
 	if err != nil {
 		tb.Fatalf("Open: %v", err)
 	}
@@ -44,6 +49,23 @@ func MustOpen(tb testing.TB, dir string) *natsbus.Bus {
 		}
 	})
 	return bus
+}
+
+// forEachDeployment runs test, in parallel, against a Bus on the embedded
+// server and one managing a real nats-server process, so that both enforce
+// the same permissions. accountSeed is the file of the COVE account's seed.
+func forEachDeployment(t *testing.T, test func(t *testing.T, bus *natsbus.Bus, accountSeed string)) {
+	t.Parallel()
+	t.Run("embedded", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		test(t, MustOpen(t, dir), filepath.Join(dir, "keys", "account.nk"))
+	})
+	t.Run("external", func(t *testing.T) {
+		t.Parallel()
+		cfg := natstest.StartExternal(t)
+		test(t, MustOpenConfig(t, cfg), cfg.AccountSeedFile)
+	})
 }
 
 // MustEnsureStreams sets up the streams or fails the test.
@@ -292,9 +314,9 @@ func TestExternal(t *testing.T) {
 	server := MustOpen(t, dir)
 	MustEnsureStreams(t, server)
 
-	account := accountKey(t, dir)
-	creds := writeCreds(t, signUser(t, account, "", func(*jwt.UserClaims) {}))
 	seedFile := filepath.Join(dir, "keys", "account.nk")
+	account := readKey(t, seedFile)
+	creds := writeCreds(t, signUser(t, account, "", func(*jwt.UserClaims) {}))
 
 	ctx := context.Background()
 	bus, err := natsbus.Open(ctx, natsbus.Config{URL: server.ClientURL(), CredsFile: creds, AccountSeedFile: seedFile})

@@ -172,28 +172,40 @@ func waitReady(ctx context.Context, srv *server.Server, fatal <-chan string) err
 // connections: a copy of it is useless over TCP. A fresh user per start
 // keeps it out of DataDir altogether.
 func (b *Bus) connectInProcess() error {
-	user, err := nkeys.CreateUser()
+	token, seed, err := b.controlPlaneUser(func(uc *jwt.UserClaims) {
+		uc.AllowedConnectionTypes.Add(jwt.ConnectionTypeInProcess)
+	})
 	if err != nil {
-		return cove.Wrap(err, "cannot create the control plane's NATS user")
+		return err
 	}
-	defer user.Wipe()
-	pub, _ := user.PublicKey()
-	uc := jwt.NewUserClaims(pub)
-	uc.Name = "cove control plane"
-	uc.AllowedConnectionTypes.Add(jwt.ConnectionTypeInProcess)
-	token, err := uc.Encode(b.account)
-	if err != nil {
-		return cove.Wrap(err, "cannot sign the control plane's NATS user")
-	}
-	seed, _ := user.Seed()
 	opts := append(b.connOptions("cove control plane"),
 		nats.InProcessServer(b.srv),
-		nats.UserJWTAndSeed(token, string(seed)),
+		nats.UserJWTAndSeed(token, seed),
 	)
 	if b.nc, err = nats.Connect(b.srv.ClientURL(), opts...); err != nil {
 		return cove.Wrap(err, "cannot connect to the embedded NATS server")
 	}
 	return nil
+}
+
+// controlPlaneUser signs a new user with every permission of the account,
+// restricted further by edit, and returns its JWT and seed. The user lives
+// only in this process's memory.
+func (b *Bus) controlPlaneUser(edit func(*jwt.UserClaims)) (token, seed string, err error) {
+	user, err := nkeys.CreateUser()
+	if err != nil {
+		return "", "", cove.Wrap(err, "cannot create the control plane's NATS user")
+	}
+	defer user.Wipe()
+	pub, _ := user.PublicKey()
+	uc := jwt.NewUserClaims(pub)
+	uc.Name = "cove control plane"
+	edit(uc)
+	if token, err = uc.Encode(b.account); err != nil {
+		return "", "", cove.Wrap(err, "cannot sign the control plane's NATS user")
+	}
+	s, _ := user.Seed()
+	return token, string(s), nil
 }
 
 // push signs the COVE account with revoked added to its revocations, saves
@@ -209,22 +221,7 @@ func (a *accountState) push(srv *server.Server, revoked ...string) error {
 		// A revocation covers JWTs issued up to and including its second.
 		list.Revoke(pub, now)
 	}
-	ac := jwt.NewAccountClaims(a.pub)
-	ac.Name = accountName
-	// Unlimited: the account belongs to Cove alone, and streams carry their
-	// own limits (EnsureStreams).
-	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{
-		MemoryStorage:        jwt.NoLimit,
-		DiskStorage:          jwt.NoLimit,
-		Streams:              jwt.NoLimit,
-		Consumer:             jwt.NoLimit,
-		MaxAckPending:        jwt.NoLimit,
-		MemoryMaxStreamBytes: jwt.NoLimit,
-		DiskMaxStreamBytes:   jwt.NoLimit,
-	}
-	if len(list) > 0 {
-		ac.Revocations = list
-	}
+	ac := accountClaims(a.pub, list)
 	token, err := ac.Encode(a.operator)
 	if err != nil {
 		return cove.Wrap(err, "cannot sign the NATS account")
@@ -245,6 +242,28 @@ func (a *accountState) push(srv *server.Server, revoked ...string) error {
 	}
 	srv.UpdateAccountClaims(acc, ac)
 	return nil
+}
+
+// accountClaims returns the COVE account with the revocations in list,
+// the same on the embedded server and a managed external one.
+func accountClaims(pub string, list jwt.RevocationList) *jwt.AccountClaims {
+	ac := jwt.NewAccountClaims(pub)
+	ac.Name = accountName
+	// Unlimited: the account belongs to Cove alone, and streams carry their
+	// own limits (EnsureStreams).
+	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{
+		MemoryStorage:        jwt.NoLimit,
+		DiskStorage:          jwt.NoLimit,
+		Streams:              jwt.NoLimit,
+		Consumer:             jwt.NoLimit,
+		MaxAckPending:        jwt.NoLimit,
+		MemoryMaxStreamBytes: jwt.NoLimit,
+		DiskMaxStreamBytes:   jwt.NoLimit,
+	}
+	if len(list) > 0 {
+		ac.Revocations = list
+	}
+	return ac
 }
 
 // loadRevocations reads the revocations of the account saved by push.
@@ -299,14 +318,14 @@ func parseSeed(path string, seed []byte, prefix nkeys.PrefixByte) (nkeys.KeyPair
 	seed = bytes.TrimSpace(seed)
 	got, _, err := nkeys.DecodeSeed(seed)
 	if err != nil {
-		return nil, cove.Wrap(fmt.Errorf("%s: %w", path, err), "a NATS key file holds no valid seed")
+		return nil, &cove.Error{Code: cove.Invalid, Message: path + ": a NATS key file holds no valid seed", Err: err}
 	}
 	if got != prefix {
-		return nil, cove.Wrap(fmt.Errorf("%s holds a %s seed, want %s", path, got, prefix), "a NATS key file holds the wrong kind of key")
+		return nil, cove.Errorf(cove.Invalid, "%s: a NATS key file holds the wrong kind of key, a %s seed where a %s seed belongs", path, got, prefix)
 	}
 	kp, err := nkeys.FromSeed(seed)
 	if err != nil {
-		return nil, cove.Wrap(fmt.Errorf("%s: %w", path, err), "a NATS key file holds no valid seed")
+		return nil, &cove.Error{Code: cove.Invalid, Message: path + ": a NATS key file holds no valid seed", Err: err}
 	}
 	return kp, nil
 }
