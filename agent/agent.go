@@ -47,6 +47,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/covecompute/cove"
+	"github.com/covecompute/cove/blob"
 	"github.com/covecompute/cove/computation"
 	"github.com/covecompute/cove/natsbus"
 	"github.com/covecompute/cove/runproto"
@@ -88,6 +89,11 @@ type Config struct {
 	// Log receives the agent's own log (never the algorithm's output, which
 	// goes to the run's logs). Nil discards it.
 	Log *slog.Logger
+	// Cache, when set, keeps the inputs the agent received, by digest, for
+	// the next runs on the same host: an input whose manifest digest is
+	// cached is read from the cache, still verified on the way into the
+	// work directory, and not fetched again. Nil fetches every input.
+	Cache *blob.Cache
 }
 
 // Outcome is how a run ended, as far as the agent knows.

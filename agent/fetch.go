@@ -58,25 +58,35 @@ func (r *run) receive(ctx context.Context, m *computation.Manifest) error {
 	return nil
 }
 
-// fetchFile fetches in into the file path.
+// fetchFile fetches in into the file path: a hard link to the node's cache
+// when it holds in verified (then read-only, whatever mode says), else a
+// new file with mode.
 func (r *run) fetchFile(ctx context.Context, in input, path string, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return fail(computation.Internal, err, "cannot write the inputs")
+	if r.cfg.Cache != nil && r.cfg.Cache.Link(in.sha256, path) {
+		r.log.Debug("linked from the cache", "input", in.name, "bytes", in.size)
+		return nil
 	}
-	err = r.fetch(ctx, in, func(src io.Reader) error {
-		_, err := io.Copy(f, src)
+	return r.fetch(ctx, in, path, func(src io.Reader) error {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+		if err != nil {
+			return err
+		}
+		// Hiding the file's ReadFrom makes CopyBuffer use the larger
+		// buffer: fewer reads and writes per byte hashed.
+		_, err = io.CopyBuffer(struct{ io.Writer }{f}, src, make([]byte, copyBuffer))
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
 		return err
 	})
-	if cerr := f.Close(); err == nil && cerr != nil {
-		err = fail(computation.Internal, cerr, "cannot write the inputs")
-	}
-	return err
 }
+
+// copyBuffer is the buffer an input is copied into its file with.
+const copyBuffer = 256 << 10
 
 // fetchTar fetches in, a tar archive, and unpacks it into dir as it comes.
 func (r *run) fetchTar(ctx context.Context, in input, dir string) error {
-	return r.fetch(ctx, in, func(src io.Reader) error {
+	return r.fetch(ctx, in, dir, func(src io.Reader) error {
 		// An archive never unpacks to more than its own size (ExtractTar
 		// charges a header block per entry), and the stream is exactly
 		// in.size bytes long, so the bound is the size itself.
@@ -92,11 +102,94 @@ func (r *run) fetchTar(ctx context.Context, in input, dir string) error {
 	})
 }
 
-// fetch streams in from the control plane through a SHA-256 check into
-// consume, which must read its reader to the end. Nothing consume wrote
-// may be trusted unless fetch returns nil; on error the work directory is
-// discarded with the run.
-func (r *run) fetch(ctx context.Context, in input, consume func(io.Reader) error) error {
+// fetch gives in to consume, which must read its reader to the end and
+// write only to dst (a file or a directory it creates). The bytes come from
+// the node's input cache when it holds in's digest, and from the control
+// plane otherwise; either way through a SHA-256 check against the manifest.
+// Nothing consume wrote may be trusted unless fetch returns nil; on error
+// the work directory is discarded with the run.
+//
+// A cache entry is hashed on its way to consume unless this process
+// verified it and its file is unchanged since (blob.Cache.OpenTrusted).
+// One that does not match its digest is removed, dst with it, and in is
+// fetched again from the control plane: a damaged cache costs time, never
+// a run. Under the cache's lock for in's digest, runs of one input
+// fetch it once and the others read what the first one cached.
+func (r *run) fetch(ctx context.Context, in input, dst string, consume func(io.Reader) error) error {
+	c := r.cfg.Cache
+	if c == nil {
+		return r.fetchRemote(ctx, in, consume, nil)
+	}
+	lock := func() (func(), error) {
+		unlock, err := c.Lock(ctx, in.sha256)
+		if err != nil && ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if err != nil {
+			return nil, fail(computation.Internal, err, "cannot receive "+in.name+": "+cove.ErrorMessage(err))
+		}
+		return unlock, nil
+	}
+	unlock, err := lock()
+	if err != nil {
+		return err
+	}
+	if f, trusted, err := c.OpenTrusted(in.sha256); err == nil {
+		// Only filling an entry needs the digest to itself: readers of
+		// one entry copy it side by side. An entry this process verified
+		// and whose file has not changed since is not hashed again.
+		unlock()
+		var src io.Reader = blob.Verify(f, in.sha256)
+		if trusted {
+			src = io.LimitReader(f, in.size)
+		}
+		cerr := consume(src)
+		if cerr == nil && !trusted {
+			c.Verified(in.sha256, f)
+		}
+		f.Close()
+		if !errors.Is(cerr, blob.ErrMismatch) {
+			if cerr == nil {
+				r.log.Debug("received from the cache", "input", in.name, "bytes", in.size, "hashed", !trusted)
+			}
+			return r.verdict(ctx, in, nil, cerr)
+		}
+		r.log.Warn("a cached input does not match its digest: fetching it again", "input", in.name, "sha256", in.sha256)
+		if unlock, err = lock(); err != nil {
+			return err
+		}
+		// Another run may have refilled the entry meanwhile: removing a
+		// good one costs a fetch, keeping a bad one would cost every run.
+		c.Remove(in.sha256)
+		_ = makeWritable(dst)
+		if err := os.RemoveAll(dst); err != nil {
+			unlock()
+			return fail(computation.Internal, err, "cannot write "+in.name)
+		}
+	}
+	defer unlock()
+	cw, err := c.Create(in.sha256, in.size)
+	if err != nil {
+		r.log.Debug("not caching an input", "input", in.name, "err", err)
+		cw = nil
+	}
+	err = r.fetchRemote(ctx, in, consume, cw)
+	switch {
+	case cw == nil:
+	case err != nil:
+		cw.Abort()
+	default:
+		if err := cw.Commit(); err != nil {
+			r.log.Warn("cannot cache an input", "input", in.name, "err", err)
+		}
+	}
+	return err
+}
+
+// fetchRemote streams in from the control plane through a SHA-256 check
+// into consume, and into cw when it is not nil. A failing cw does not fail
+// the fetch: its Commit reports it.
+func (r *run) fetchRemote(ctx context.Context, in input, consume func(io.Reader) error, cw *blob.CacheWriter) error {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
@@ -104,10 +197,34 @@ func (r *run) fetch(ctx context.Context, in input, consume func(io.Reader) error
 		pr.CloseWithError(errConsumerDone) // unblocks a writer if consume stopped early
 		done <- err
 	}()
-	ferr := r.stream(ctx, in, pw)
+	var w io.Writer = pw
+	if cw != nil {
+		w = teeCache{cw: cw, w: pw}
+	}
+	ferr := r.stream(ctx, in, w)
 	pw.CloseWithError(ferr) // nil: the consumer sees EOF, and the digest is checked
 	cerr := <-done
+	if err := r.verdict(ctx, in, ferr, cerr); err != nil {
+		return err
+	}
+	r.log.Debug("received", "input", in.name, "bytes", in.size)
+	return nil
+}
 
+// teeCache writes to w and, while it accepts them, to a cache entry.
+type teeCache struct {
+	cw *blob.CacheWriter
+	w  io.Writer
+}
+
+func (t teeCache) Write(p []byte) (int, error) {
+	_, _ = t.cw.Write(p) // sticky: Commit returns the error
+	return t.w.Write(p)
+}
+
+// verdict is the run's view of a fetch that ended with ferr on the
+// sending side and cerr on the consuming side.
+func (r *run) verdict(ctx context.Context, in input, ferr, cerr error) error {
 	switch {
 	case ctx.Err() != nil:
 		return ctx.Err()
@@ -120,7 +237,6 @@ func (r *run) fetch(ctx context.Context, in input, consume func(io.Reader) error
 	case cerr != nil:
 		return fail(computation.Internal, cerr, "cannot write "+in.name)
 	}
-	r.log.Debug("received", "input", in.name, "bytes", in.size)
 	return nil
 }
 

@@ -105,6 +105,11 @@ func (d *Dispatcher) handleEvent(m jetstream.Msg) {
 		}
 		d.log.Warn("cannot apply a run event; trying again", "run", runID, "state", ev.State, "err", err, "delay", delay)
 		m.NakWithDelay(delay)
+	case cove.Conflict:
+		// The run moved between the read and the write (the control plane
+		// advanced it itself, or it ended): the event is late, as above.
+		d.log.Debug("run event late", "run", runID, "seq", ev.Seq, "state", ev.State, "err", err)
+		m.Ack()
 	default:
 		d.log.Warn("run event refused", "run", runID, "seq", ev.Seq, "state", ev.State, "err", err)
 		m.Ack()
@@ -142,7 +147,7 @@ func (d *Dispatcher) applyEvent(ctx context.Context, runID string, ev runproto.E
 	case to == computation.Receiving:
 		return cove.Errorf(cove.Forbidden, "a run receives its inputs once the control plane accepted its attestation")
 	case to == computation.Succeeded && run.ResultSHA256 == "":
-		return cove.Errorf(cove.Conflict, "a run succeeds only once its result is committed")
+		return cove.Errorf(cove.Forbidden, "a run succeeds only once its result is committed")
 	}
 	at := ev.Time
 	if now := time.Now(); at.IsZero() || at.After(now) {

@@ -72,6 +72,11 @@ func (d *Dispatcher) ReadLogs(ctx context.Context, runID string, afterSeq int64,
 	if err != nil {
 		return unavailable(ctx, "cannot read the run's logs", err)
 	}
+	// Stop does not delete it either: delete it as the reader returns, so
+	// that a stream read by hundreds of runs a second does not hold a
+	// consumer per reader until InactiveThreshold (the server refuses more
+	// than 1,000, and each one costs it work per stored message).
+	defer d.deleteConsumer(ctx, cons)
 	lr := &logReader{d: d, run: runID, last: afterSeq, fn: fn}
 	pending := cons.CachedInfo().NumPending
 	if !follow {
@@ -80,6 +85,24 @@ func (d *Dispatcher) ReadLogs(ctx context.Context, runID string, afterSeq int64,
 	}
 	return lr.follow(ctx, cons, pending == 0)
 }
+
+// deleteConsumer deletes a reader's ordered consumer, whose name changes
+// when it recreates itself. A failure costs only the consumer's lifetime
+// until InactiveThreshold.
+func (d *Dispatcher) deleteConsumer(ctx context.Context, cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	if info == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deleteConsumerTimeout)
+	defer cancel()
+	if err := d.js.DeleteConsumer(ctx, natsbus.StreamRunLogs, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		d.log.Debug("cannot delete a log reader's consumer", "consumer", info.Name, "err", err)
+	}
+}
+
+// deleteConsumerTimeout bounds the deletion of a log reader's consumer.
+const deleteConsumerTimeout = 2 * time.Second
 
 // logReader delivers one reader's lines.
 type logReader struct {

@@ -64,6 +64,9 @@ func TestLogRequests(t *testing.T) {
 		"backwards":             []byte(`{"lines":[{"seq":7,"stream":"stdout","text":"x"},{"seq":6,"stream":"stdout","text":"y"}]}`),
 		"an unknown stream":     []byte(`{"lines":[{"seq":7,"stream":"stdin","text":"x"}]}`),
 		"more than 4,096 lines": logBatch(6, 4200),
+		"a text not a string":   []byte(`{"lines":[{"seq":7,"stream":"stdout","text":5}]}`),
+		"a text object":         []byte(`{"lines":[{"seq":7,"stream":"stdout","text":{"a":"b"}}]}`),
+		"a time not a time":     []byte(`{"lines":[{"seq":7,"stream":"stdout","time":"yesterday","text":"x"}]}`),
 	} {
 		err := a.replyErr(a.requestTimeout(natsbus.RunLogs(f.run.ID), data, wait))
 		if cove.ErrorCode(err) != cove.Invalid {
@@ -92,6 +95,15 @@ func TestLogRequests(t *testing.T) {
 	}
 	if !slices.Equal(got, []int64{1, 2, 3, 4, 5}) {
 		t.Errorf("lines %v", got)
+	}
+	// A reader leaves no consumer behind: hundreds of runs a second each
+	// read once, and the server holds at most 1,000 per stream.
+	s, err := h.bus.JetStream().Stream(context.Background(), natsbus.StreamRunLogs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := s.CachedInfo().State.Consumers; n != 0 {
+		t.Errorf("%d consumers left on %s after the reads", n, natsbus.StreamRunLogs)
 	}
 }
 

@@ -186,10 +186,26 @@ func (d *Dispatcher) handleNodeHeartbeat(m *nats.Msg) {
 	}
 }
 
+// following reports whether this replica is in the middle of every one of
+// runs: it served their manifests and has not seen them end (finish
+// forgets a run). Those are active, so a heartbeat listing only them needs
+// no look at the store; at worst a run that ended on another replica is
+// reconciled once this one forgets it.
+func (d *Dispatcher) following(runs []string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, id := range runs {
+		if l := d.runs[id]; l == nil || l.man == nil {
+			return false
+		}
+	}
+	return true
+}
+
 // reconcile sends the node the runs active on it when it runs any other.
 // The Reconcile goes out in the background, one at a time per node.
 func (d *Dispatcher) reconcile(ctx context.Context, node string, running []string) error {
-	if len(running) == 0 {
+	if len(running) == 0 || d.following(running) {
 		return nil
 	}
 	runs, err := d.cfg.Runs.FindRunsOnNode(ctx, node)
@@ -203,14 +219,15 @@ func (d *Dispatcher) reconcile(ctx context.Context, node string, running []strin
 		}
 	}
 	slices.Sort(active)
-	stray := false
+	// Only runs the node reported are stale: one dispatched since it
+	// reported is active, whatever this read saw.
+	var stale []string
 	for _, id := range running {
 		if _, found := slices.BinarySearch(active, id); !found {
-			stray = true
-			break
+			stale = append(stale, id)
 		}
 	}
-	if !stray {
+	if len(stale) == 0 {
 		return nil
 	}
 	d.mu.Lock()
@@ -220,7 +237,7 @@ func (d *Dispatcher) reconcile(ctx context.Context, node string, running []strin
 	if busy {
 		return nil
 	}
-	cmd := runproto.Command{Reconcile: &runproto.Reconcile{Active: active}}
+	cmd := runproto.Command{Reconcile: &runproto.Reconcile{Active: active, Stale: stale}}
 	d.goSafe(func() {
 		defer func() {
 			d.mu.Lock()

@@ -40,9 +40,11 @@ const (
 
 // Timing.
 const (
-	// NodeHeartbeatInterval is how often nodes heartbeat; the control plane
-	// marks a node lost after node.lost_after (default 15 s) without one.
-	NodeHeartbeatInterval = 2 * time.Second
+	// NodeHeartbeatInterval is how often nodes heartbeat by default; the
+	// control plane tells each node its own at enrollment
+	// (node.heartbeat_interval) and marks a node lost after
+	// node.lost_after (default 15 s: three missed heartbeats) without one.
+	NodeHeartbeatInterval = 5 * time.Second
 	// AgentHeartbeatInterval is how often agents heartbeat; a run whose
 	// agent is silent for AgentLostAfter fails with agent_lost.
 	AgentHeartbeatInterval = time.Second
@@ -81,8 +83,8 @@ type Resources struct {
 	DiskBytes   int64   `json:"disk_bytes"`
 }
 
-// Heartbeat is what a node publishes on NodeHeartbeat every
-// NodeHeartbeatInterval.
+// Heartbeat is what a node publishes on NodeHeartbeat every heartbeat
+// interval (EnrollReply.HeartbeatMillis).
 type Heartbeat struct {
 	NodeID   string    `json:"node_id"`
 	Time     time.Time `json:"time"`
@@ -116,10 +118,14 @@ type Stop struct {
 	Reason string `json:"reason"`
 }
 
-// Reconcile tells a node which runs are active on it; the node kills every
-// other sandbox it has.
+// Reconcile tells a node which of the runs it reported running are not
+// active: Stale, whose sandboxes the node kills. Active lists the runs
+// active on the node when the control plane looked. A Reconcile without
+// Stale (from a control plane that predates it) kills every sandbox not in
+// Active, which also kills a run started after the control plane looked.
 type Reconcile struct {
 	Active []string `json:"active"`
+	Stale  []string `json:"stale,omitempty"`
 }
 
 // Reply answers a Command or a JSON request, a LogBatch among them.
@@ -210,7 +216,9 @@ type ResultCommit struct {
 }
 
 // EnrollRequest is what `cove node` sends to POST /api/v1/nodes/enroll
-// with a one-time enrollment token.
+// with a one-time enrollment token. The node makes its keys itself and
+// sends only their public halves: a certificate request for its mTLS
+// client certificate and the public key of its NATS user.
 type EnrollRequest struct {
 	Token    string            `json:"token"`
 	Name     string            `json:"name"`
@@ -218,13 +226,41 @@ type EnrollRequest struct {
 	Drivers  []string          `json:"drivers"`
 	Labels   map[string]string `json:"labels"`
 	TEE      string            `json:"tee"` // "none", "vtpm", "sev-snp", "tdx"
+	// CSR is a PEM certificate request signed by the node's key; its
+	// subject is ignored, the certificate names the node's ID.
+	CSR string `json:"csr"`
+	// NATSUser is the public key (U...) of the node's NATS user nkey.
+	NATSUser string `json:"nats_user"`
 }
 
-// EnrollReply gives an enrolled node its identity and its NATS credential,
-// allowed only the node's own subjects.
+// EnrollReply gives an enrolled node its identity, its client certificate
+// and its NATS user JWT, allowed only the node's own subjects.
 type EnrollReply struct {
-	NodeID  string    `json:"node_id"`
-	NATSURL string    `json:"nats_url"`
-	Creds   string    `json:"creds"` // NATS creds file content
+	NodeID  string `json:"node_id"`
+	NATSURL string `json:"nats_url"`
+	// HeartbeatMillis is how often the node heartbeats, in milliseconds;
+	// 0 means NodeHeartbeatInterval.
+	HeartbeatMillis int64 `json:"heartbeat_ms,omitempty"`
+	NodeCredential
+}
+
+// NodeCredential is what a node authenticates with, as enrollment and
+// renewal hand it out: both expire together.
+type NodeCredential struct {
+	// Certificate is the node's client certificate (PEM) and Chain the
+	// intermediate and root CA certificates that verify it.
+	Certificate string `json:"certificate"`
+	Chain       string `json:"chain"`
+	// JWT is the node's NATS user JWT, for the nkey the node holds.
+	JWT string `json:"jwt"`
+	// Expires is when the certificate and the JWT expire; the node renews
+	// both at two thirds of their lifetime.
 	Expires time.Time `json:"expires"`
+}
+
+// RenewRequest is what a node sends to POST /api/v1/nodes/self/renew,
+// authenticated with its current certificate over mTLS.
+type RenewRequest struct {
+	// CSR is a PEM certificate request for the node's (possibly new) key.
+	CSR string `json:"csr"`
 }

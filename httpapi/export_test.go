@@ -1,0 +1,4 @@
+package httpapi
+
+// AppendLogLine is appendLogLine, for tests.
+var AppendLogLine = appendLogLine
