@@ -321,8 +321,8 @@ func TestComputeToDataEndToEnd(t *testing.T) {
 // data dir, comes back without the run and takes new ones.
 func TestNodeKilledMidRun(t *testing.T) {
 	probe := readFile(t, samplestest.MustBuildWasm(t, "probe"))
-	// Nodes heartbeat every 2 s (runproto.NodeHeartbeatInterval): a
-	// lost_after of 2 s would lose live nodes between two heartbeats.
+	// Nodes heartbeat every second here (apptest.Config): lost_after must
+	// be at least two heartbeats, or live nodes are lost between them.
 	const lostAfter = 3 * time.Second
 	for _, e := range apptest.Engines() {
 		t.Run(e.Name, func(t *testing.T) {

@@ -60,6 +60,7 @@ func startCluster(t *testing.T, e apptest.Engine, tune func(*config.Config)) *cl
 		tune(&cfg)
 	}
 	c := &cluster{cfg: cfg, m: apptest.Start(t, cfg)}
+	trustCA(t, c.m)
 	c.admin = newUser(t, c.m.URL, "root@platform.example")
 	me, err := c.admin.Me(context.Background())
 	if err != nil || !me.Admin {
@@ -76,17 +77,19 @@ func (c *cluster) restart(t *testing.T) {
 		t.Fatalf("close the control plane: %v", err)
 	}
 	c.m = apptest.Start(t, c.cfg)
+	trustCA(t, c.m)
 }
 
 // startNode enrolls a new `cove node run` process, with a platform token
-// the admin creates through the SDK, and waits until it is online.
-func (c *cluster) startNode(t *testing.T, name string) (*nodeProc, *node.Node) {
+// the admin creates through the SDK, and waits until it is online. args
+// are more flags of `cove node run`.
+func (c *cluster) startNode(t *testing.T, name string, args ...string) (*nodeProc, *node.Node) {
 	t.Helper()
 	tok, err := c.admin.CreateEnrollToken(context.Background(), httpapi.EnrollTokenInput{AutoApprove: true})
 	if err != nil {
 		t.Fatalf("create an enrollment token: %v", err)
 	}
-	p := startNodeProc(t, t.TempDir(), name, []string{computenode.EnvToken + "=" + tok.Token}, "--server", c.m.URL)
+	p := startNodeProc(t, t.TempDir(), name, []string{computenode.EnvToken + "=" + tok.Token}, append([]string{"--server", c.m.URL}, args...)...)
 	n := waitNode(t, c.admin, p, "online and active", func(n *node.Node) bool { return n.Online && n.State == node.Active })
 	return p, n
 }

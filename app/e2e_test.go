@@ -17,7 +17,7 @@ const pw = "correct horse battery"
 
 func client(t *testing.T, url string, opts ...sdk.Option) *sdk.Client {
 	t.Helper()
-	c, err := sdk.New(url, opts...)
+	c, err := sdk.New(url, append(trustFor(url), opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

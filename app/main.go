@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -60,6 +61,7 @@ type Main struct {
 	catalogParts     // Blobs *blob.FS and Catalog *catalog.Service (blobs.go)
 	computationParts // Computations *computation.Service and RunLogs (computation.go)
 	nodeParts        // Scheduler *scheduler.Scheduler, Nodes *node.Service and NodeConfig (nodes.go)
+	caParts          // CA *ca.Service (ca.go)
 
 	// URL is the base URL of the API once Run has returned.
 	URL string
@@ -71,6 +73,7 @@ type Main struct {
 	// derived from it.
 	signingKeyBytes []byte
 	ln              net.Listener
+	tlsCert         *serverCert // the listener's; nil with plain HTTP
 	http            *http.Server
 	done            chan error
 	closeOnce       sync.Once
@@ -108,8 +111,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.Authz = authz.New(m.AuthzDB)
 	if m.Bus, err = natsbus.Open(ctx, natsbus.Config{
-		URL: cfg.NATS.URL, CredsFile: cfg.NATS.CredsFile, AccountSeedFile: cfg.NATS.AccountSeedFile, DataDir: filepath.Join(cfg.DataDir, "nats"),
-		Host: cfg.NATS.Host, Port: cfg.NATS.Port, Logger: m.Log,
+		URL: cfg.NATS.URL, CredsFile: cfg.NATS.CredsFile, AccountSeedFile: cfg.NATS.AccountSeedFile,
+		OperatorSeedFile: cfg.NATS.OperatorSeedFile, SystemCredsFile: cfg.NATS.SystemCredsFile,
+		AdvertiseURL: cfg.NATS.AdvertiseURL, StreamReplicas: cfg.NATS.StreamReplicas,
+		DataDir: filepath.Join(cfg.DataDir, "nats"), Host: cfg.NATS.Host, Port: cfg.NATS.Port, Logger: m.Log,
 	}); err != nil {
 		return err
 	}
@@ -147,6 +152,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Registry: reg, Log: m.Log, MaxBodyBytes: cfg.HTTP.MaxBodyBytes, Version: Version,
 	})
 
+	if err := m.startCA(ctx); err != nil {
+		return err
+	}
 	if err := m.startCatalog(ctx); err != nil {
 		return err
 	}
@@ -169,23 +177,49 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if m.ln, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
 		return cove.Errorf(cove.Unavailable, "could not listen on %s: %v; is another Cove running? pick another with --http-addr", cfg.HTTP.Addr, err)
 	}
-	m.URL = "http://" + m.ln.Addr().String()
+	scheme := "https://"
+	if cfg.HTTP.TLS.Mode == config.TLSOff {
+		scheme = "http://"
+	}
+	local := scheme + m.ln.Addr().String()
+	m.URL = local
 	if cfg.HTTP.PublicURL != "" {
 		m.URL = strings.TrimSuffix(cfg.HTTP.PublicURL, "/")
 	}
-	m.http = &http.Server{Handler: m.API, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(m.Log.Handler(), slog.LevelWarn)}
+	// After the listener, so that the server certificate's OCSP and CRL
+	// URLs name the address it really has.
+	tlsCfg, err := m.listenerTLS(ctx)
+	if err != nil {
+		return err
+	}
+	m.http = &http.Server{Handler: m.API, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(m.Log.Handler(), slog.LevelWarn)}
 	m.done = make(chan error, 1)
-	go func() { m.done <- m.http.Serve(m.ln) }()
+	go func() {
+		if tlsCfg != nil {
+			m.done <- m.http.ServeTLS(m.ln, "", "")
+			return
+		}
+		m.done <- m.http.Serve(m.ln)
+	}()
 	if cfg.Dev {
-		if err := m.startDevNode(ctx, "http://"+m.ln.Addr().String()); err != nil {
+		if err := m.startDevNode(ctx, local); err != nil {
 			return err
 		}
 	}
-	m.Log.Info("serving", "url", m.URL, "nats", m.Bus.ClientURL(), "database", m.DB.Engine())
-	fmt.Fprintf(m.Out, "Cove is running at %s\n", m.URL)
+	// Starting leaves garbage behind (migrations, the authorization model,
+	// seeding): hand it back to the OS now rather than over minutes of
+	// background scavenging, so an idle server's RSS is what it uses.
+	debug.FreeOSMemory()
+	fp := m.CA.RootFingerprint()
+	m.Log.Info("serving", "url", m.URL, "nats", m.Bus.ClientURL(), "database", m.DB.Engine(), "ca_fingerprint", fp)
+	fmt.Fprintf(m.Out, "Cove is running at %s\nCA fingerprint: %s (trust it with --ca-fingerprint, or the chain from `cove ca chain`)\n", m.URL, fp)
 	if cfg.Dev {
-		fmt.Fprintf(m.Out, "\nDev mode: log in with\n  cove login --server %s --email %s\npassword: %s\n(also in %s)\n\n",
-			m.URL, DevAdminEmail, m.DevPassword, filepath.Join(cfg.DataDir, devPasswordFile))
+		trust := ""
+		if tlsCfg != nil {
+			trust = " --ca-fingerprint " + fp
+		}
+		fmt.Fprintf(m.Out, "\nDev mode: log in with\n  cove login --server %s%s --email %s\npassword: %s\n(also in %s)\n\n",
+			m.URL, trust, DevAdminEmail, m.DevPassword, filepath.Join(cfg.DataDir, devPasswordFile))
 	}
 	return nil
 }
@@ -216,10 +250,14 @@ func (m *Main) close() error {
 	if m.devNode != nil {
 		errs = append(errs, m.devNode.Close())
 	}
+	if m.tlsCert != nil {
+		m.tlsCert.stop()
+	}
 	if m.Dispatch != nil {
 		errs = append(errs, m.Dispatch.Close())
 	}
 	m.closeNodes()
+	m.closeCA()
 	if m.Bus != nil {
 		errs = append(errs, m.Bus.Close())
 	}

@@ -40,7 +40,7 @@ func runCove() int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	root := cli.New(app.ServeCommand())
+	root := cli.New(app.ServeCommand(), app.NATSCommand())
 	cli.Extend(root, "node", computenode.Command())
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -26,6 +27,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/covecompute/cove"
+	"github.com/covecompute/cove/ca"
 	"github.com/covecompute/cove/identity"
 	"github.com/covecompute/cove/runproto"
 )
@@ -41,12 +43,26 @@ type Config struct {
 	Auth     Auth     `koanf:"auth"`
 	Node     Node     `koanf:"node"`
 	Run      Run      `koanf:"run"`
+	CA       CA       `koanf:"ca"`
 	Log      Log      `koanf:"log"`
 }
 
 // Node configures the node registry.
 type Node struct {
-	LostAfter time.Duration `koanf:"lost_after" doc:"a node silent this long is lost and its runs fail with node_lost"`
+	LostAfter         time.Duration `koanf:"lost_after" doc:"a node silent this long is lost and its runs fail with node_lost"`
+	HeartbeatInterval time.Duration `koanf:"heartbeat_interval" doc:"how often nodes heartbeat; told to each node at enrollment"`
+}
+
+// CA configures the certificate authority.
+type CA struct {
+	NodeCertTTL   time.Duration `koanf:"node_cert_ttl" doc:"lifetime of node certificates"`
+	UserCertTTL   time.Duration `koanf:"user_cert_ttl" doc:"longest lifetime of user certificates (the default when none is asked)"`
+	ServerCertTTL time.Duration `koanf:"server_cert_ttl" doc:"longest lifetime of server certificates"`
+	AgentCertTTL  time.Duration `koanf:"agent_cert_ttl" doc:"longest lifetime of agent certificates"`
+	Passphrase    string        `koanf:"passphrase" secret:"true" doc:"encrypts the CA keys in <data_dir>/ca (age, scrypt); empty leaves them plain, mode 0600; set after the fact, it encrypts them at the next start"`
+	ResponderTTL  time.Duration `koanf:"ocsp_responder_ttl" doc:"lifetime of the delegated OCSP responder certificate, renewed at half of it"`
+	OCSPTTL       time.Duration `koanf:"ocsp_ttl" doc:"how long an OCSP answer is valid (its nextUpdate)"`
+	CRLTTL        time.Duration `koanf:"crl_ttl" doc:"how long a CRL is valid (its nextUpdate); re-issued at half of it and on every revocation"`
 }
 
 // Run configures runs.
@@ -59,6 +75,22 @@ type HTTP struct {
 	Addr         string `koanf:"addr" doc:"host:port to listen on; port 0 picks a free one"`
 	PublicURL    string `koanf:"public_url" doc:"URL users reach the server at, when it differs from the listener (behind a proxy)"`
 	MaxBodyBytes int64  `koanf:"max_body_bytes" doc:"largest JSON request body"`
+	TLS          TLS    `koanf:"tls"`
+}
+
+// TLS modes of the listener.
+const (
+	TLSAuto = "auto" // a server certificate from Cove's own CA, renewed by itself
+	TLSFile = "file" // the certificate and key in tls.cert_file and tls.key_file
+	TLSOff  = "off"  // plain HTTP: nodes cannot use mTLS; only behind a TLS proxy or in tests
+)
+
+// TLS configures HTTPS on the listener.
+type TLS struct {
+	Mode     string `koanf:"mode" doc:"auto (a certificate from Cove's CA), file (cert_file and key_file) or off (plain HTTP; nodes cannot use mTLS)"`
+	CertFile string `koanf:"cert_file" doc:"PEM certificate chain of the listener, with mode file"`
+	KeyFile  string `koanf:"key_file" doc:"PEM private key of the listener, with mode file"`
+	Hosts    string `koanf:"hosts" doc:"comma-separated extra DNS names and IPs of the auto certificate; localhost, loopback, the host name and the public URL's host are always in it"`
 }
 
 // Database selects the SQL store.
@@ -66,14 +98,21 @@ type Database struct {
 	URL string `koanf:"url" secret:"true" doc:"postgres:// URL; empty means SQLite at <data_dir>/cove.db"`
 }
 
-// NATS selects the message bus.
+// NATS selects the message bus: embedded (no url), external managed by
+// Cove (url and operator_seed_file) or external managed elsewhere (url
+// only); docs/external-nats.md describes the external kinds.
 type NATS struct {
-	URL       string `koanf:"url" doc:"external NATS URL; empty runs an embedded server"`
-	CredsFile string `koanf:"creds_file" doc:"user credentials for the external NATS"`
+	URL       string `koanf:"url" doc:"external NATS URL(s), comma separated; empty runs an embedded server"`
+	CredsFile string `koanf:"creds_file" doc:"external NATS: the control plane's user credentials; empty connects without (unmanaged) or as a user Cove signs itself (managed)"`
 	// AccountSeedFile signs node and agent credentials on an external NATS.
 	AccountSeedFile string `koanf:"account_seed_file" doc:"external NATS: seed of the account node and agent users belong to"`
-	Host            string `koanf:"host" doc:"embedded server: address nodes and agents connect to"`
-	Port            int    `koanf:"port" doc:"embedded server: port nodes and agents connect to; -1 picks a free one"`
+	// OperatorSeedFile and SystemCredsFile make Cove manage the account.
+	OperatorSeedFile string `koanf:"operator_seed_file" doc:"external NATS managed by Cove: seed of the operator the server trusts; Cove signs and pushes its account with it (cove nats init)"`
+	SystemCredsFile  string `koanf:"system_creds_file" doc:"external NATS managed by Cove: credentials of a system account user, to push the account"`
+	AdvertiseURL     string `koanf:"advertise_url" doc:"NATS URL nodes and agents dial, when it differs from nats.url or the embedded listener"`
+	StreamReplicas   int    `koanf:"stream_replicas" doc:"JetStream replicas of Cove's streams: 1, or 3 on a NATS cluster"`
+	Host             string `koanf:"host" doc:"embedded server: address nodes and agents connect to"`
+	Port             int    `koanf:"port" doc:"embedded server: port nodes and agents connect to; -1 picks a free one"`
 }
 
 // Auth configures identity.
@@ -99,15 +138,19 @@ type Log struct {
 func Default() Config {
 	return Config{
 		DataDir: "./cove-data",
-		HTTP:    HTTP{Addr: "127.0.0.1:7100", MaxBodyBytes: 1 << 20},
-		NATS:    NATS{Host: "127.0.0.1", Port: 7422},
+		HTTP:    HTTP{Addr: "127.0.0.1:7100", MaxBodyBytes: 1 << 20, TLS: TLS{Mode: TLSAuto}},
+		NATS:    NATS{Host: "127.0.0.1", Port: 7422, StreamReplicas: 1},
 		Auth: Auth{
 			OpenSignup: true, AccessTTL: 15 * time.Minute, RefreshTTL: 30 * 24 * time.Hour, MaxTokenTTL: 365 * 24 * time.Hour,
 			Argon2: identity.DefaultArgon2, LoginBurstPerEmail: 10, LoginBurstPerClient: 30, LoginRefill: 6 * time.Second,
 		},
-		Node: Node{LostAfter: 15 * time.Second},
-		Run:  Run{QueueTimeout: 5 * time.Minute},
-		Log:  Log{Level: "info", Format: "text"},
+		Node: Node{LostAfter: 15 * time.Second, HeartbeatInterval: runproto.NodeHeartbeatInterval},
+		CA: CA{
+			NodeCertTTL: ca.DefaultNodeTTL, UserCertTTL: ca.DefaultUserTTL, ServerCertTTL: ca.DefaultServerTTL, AgentCertTTL: ca.DefaultAgentTTL,
+			ResponderTTL: ca.DefaultResponderTTL, OCSPTTL: ca.DefaultOCSPTTL, CRLTTL: ca.DefaultCRLTTL,
+		},
+		Run: Run{QueueTimeout: 5 * time.Minute},
+		Log: Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -122,6 +165,8 @@ var flags = []struct{ name, key, usage string }{
 	{"nats-url", "nats.url", ""},
 	{"nats-creds", "nats.creds_file", ""},
 	{"nats-account-seed", "nats.account_seed_file", ""},
+	{"nats-operator-seed", "nats.operator_seed_file", ""},
+	{"nats-system-creds", "nats.system_creds_file", ""},
 	{"nats-port", "nats.port", ""},
 	{"log-level", "log.level", ""},
 	{"log-format", "log.format", ""},
@@ -216,6 +261,15 @@ func (c Config) Validate() error {
 			bad("http.public_url", "not an http(s) URL")
 		}
 	}
+	switch c.HTTP.TLS.Mode {
+	case TLSAuto, TLSOff:
+	case TLSFile:
+		if c.HTTP.TLS.CertFile == "" || c.HTTP.TLS.KeyFile == "" {
+			bad("http.tls.cert_file", "required with http.tls.mode file, as is http.tls.key_file")
+		}
+	default:
+		bad("http.tls.mode", "one of auto, file, off")
+	}
 	if c.HTTP.MaxBodyBytes < 1024 {
 		bad("http.max_body_bytes", "below 1024")
 	}
@@ -228,13 +282,22 @@ func (c Config) Validate() error {
 	if c.NATS.Port == 4222 && c.NATS.URL == "" {
 		bad("nats.port", "4222 is the usual port of a standalone NATS; the embedded one defaults to 7422 to stay clear of it")
 	}
+	c.validateNATS(bad)
 	for key, d := range map[string]time.Duration{"node.lost_after": c.Node.LostAfter, "run.queue_timeout": c.Run.QueueTimeout, "auth.access_ttl": c.Auth.AccessTTL, "auth.refresh_ttl": c.Auth.RefreshTTL, "auth.max_token_ttl": c.Auth.MaxTokenTTL, "auth.login_refill": c.Auth.LoginRefill} {
 		if d <= 0 {
 			bad(key, "must be positive")
 		}
 	}
-	if c.Node.LostAfter > 0 && c.Node.LostAfter < 2*runproto.NodeHeartbeatInterval {
-		bad("node.lost_after", "must be at least twice the node heartbeat interval ("+(2*runproto.NodeHeartbeatInterval).String()+"), or healthy nodes are declared lost")
+	for key, d := range map[string]time.Duration{"ca.node_cert_ttl": c.CA.NodeCertTTL, "ca.user_cert_ttl": c.CA.UserCertTTL, "ca.server_cert_ttl": c.CA.ServerCertTTL, "ca.agent_cert_ttl": c.CA.AgentCertTTL,
+		"ca.ocsp_responder_ttl": c.CA.ResponderTTL, "ca.ocsp_ttl": c.CA.OCSPTTL, "ca.crl_ttl": c.CA.CRLTTL} {
+		if d < ca.MinTTL {
+			bad(key, "must be at least "+ca.MinTTL.String())
+		}
+	}
+	if hb := c.Node.HeartbeatInterval; hb < 100*time.Millisecond || hb > time.Minute {
+		bad("node.heartbeat_interval", "from 100ms to 1m")
+	} else if c.Node.LostAfter > 0 && c.Node.LostAfter < 2*hb {
+		bad("node.lost_after", "must be at least twice node.heartbeat_interval ("+(2*hb).String()+"), or healthy nodes are declared lost")
 	}
 	if c.Auth.TokenSecret != "" && len(c.Auth.TokenSecret) < 32 {
 		bad("auth.token_secret", "shorter than 32 bytes")
@@ -258,6 +321,50 @@ func (c Config) Validate() error {
 		return cove.Errorf(cove.Invalid, "the configuration is not valid: %s %s", ds[0].Field, ds[0].Message).WithDetails(ds...)
 	}
 	return nil
+}
+
+// validateNATS checks that the NATS keys make one of the three deployments
+// of natsbus.Config.
+func (c Config) validateNATS(bad func(key, msg string)) {
+	n := c.NATS
+	if n.StreamReplicas < 1 || n.StreamReplicas > 5 {
+		bad("nats.stream_replicas", "between 1 and 5 (JetStream's limit); 3 on a cluster")
+	}
+	if n.AdvertiseURL != "" && !natsURL(n.AdvertiseURL) {
+		bad("nats.advertise_url", "not a NATS URL such as nats://host:4222")
+	}
+	if n.URL == "" {
+		for key, v := range map[string]string{"nats.creds_file": n.CredsFile, "nats.account_seed_file": n.AccountSeedFile, "nats.operator_seed_file": n.OperatorSeedFile, "nats.system_creds_file": n.SystemCredsFile} {
+			if v != "" {
+				bad(key, "applies only to an external NATS: set nats.url too, or leave it empty for the embedded server")
+			}
+		}
+		return
+	}
+	if slices.ContainsFunc(strings.Split(n.URL, ","), func(u string) bool { return !natsURL(strings.TrimSpace(u)) }) {
+		bad("nats.url", "not a NATS URL such as nats://host:4222")
+	}
+	if n.OperatorSeedFile != "" {
+		if n.SystemCredsFile == "" {
+			bad("nats.system_creds_file", "required with nats.operator_seed_file: a system account user pushes the account (cove nats init writes system.creds)")
+		}
+		if n.AccountSeedFile == "" {
+			bad("nats.account_seed_file", "required with nats.operator_seed_file: the account Cove manages (cove nats init writes account.nk)")
+		}
+	} else if n.SystemCredsFile != "" {
+		bad("nats.system_creds_file", "used only with nats.operator_seed_file, to push the account Cove manages")
+	}
+}
+
+// natsURL reports whether s looks like a URL a NATS client dials; like
+// the client, it takes host:port for nats://host:port.
+func natsURL(s string) bool {
+	if !strings.Contains(s, "://") {
+		_, _, err := net.SplitHostPort(s)
+		return err == nil
+	}
+	u, err := url.Parse(s)
+	return err == nil && u.Host != "" && (u.Scheme == "nats" || u.Scheme == "tls" || u.Scheme == "ws" || u.Scheme == "wss")
 }
 
 // DatabaseURL returns the database to open: the configured URL, or the
@@ -331,11 +438,14 @@ func (c Config) Print() []string {
 		v := fmt.Sprint(kd.def(c))
 		switch {
 		case name == "database.url" && v != "":
-			if u, err := url.Parse(v); err == nil {
-				v = u.Redacted()
-			} else {
-				v = "****"
+			v = redactURL(v)
+		case (name == "nats.url" || name == "nats.advertise_url") && v != "":
+			// A NATS URL may carry a user and password; a list of them, too.
+			parts := strings.Split(v, ",")
+			for i, p := range parts {
+				parts[i] = redactURL(strings.TrimSpace(p))
 			}
+			v = strings.Join(parts, ",")
 		case kd.secret && v != "":
 			v = "****"
 		}
@@ -343,6 +453,15 @@ func (c Config) Print() []string {
 	}
 	sort.Strings(lines)
 	return lines
+}
+
+// redactURL hides the password in a URL, or all of it when it does not
+// parse.
+func redactURL(v string) string {
+	if u, err := url.Parse(v); err == nil {
+		return u.Redacted()
+	}
+	return "****"
 }
 
 // Environ is os.Environ, named so that callers read as configuration.

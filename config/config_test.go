@@ -78,8 +78,19 @@ func TestInvalid(t *testing.T) {
 		{"bad addr", []string{"--http-addr", "nope"}, nil, "http.addr"},
 		{"sqlite url", []string{"--database-url", "mysql://x"}, nil, "database.url"},
 		{"nats 4222", []string{"--nats-port", "4222"}, nil, "nats.port"},
+		{"nats creds without url", []string{"--nats-creds", "x.creds"}, nil, "nats.creds_file applies only to an external NATS"},
+		{"nats operator seed without url", []string{"--nats-operator-seed", "op.nk"}, nil, "nats.operator_seed_file applies only to an external NATS"},
+		{"nats bad url", []string{"--nats-url", "http://nats:4222"}, nil, "nats.url not a NATS URL"},
+		{"nats bad url in a list", []string{"--nats-url", "nats://a:4222,,"}, nil, "nats.url not a NATS URL"},
+		{"nats bad advertise url", nil, []string{"COVE_NATS_ADVERTISE_URL=nats"}, "nats.advertise_url"},
+		{"nats operator seed without system creds", []string{"--nats-url", "nats://n:4222", "--nats-operator-seed", "op.nk", "--nats-account-seed", "a.nk"}, nil, "nats.system_creds_file required with nats.operator_seed_file"},
+		{"nats operator seed without account seed", []string{"--nats-url", "nats://n:4222", "--nats-operator-seed", "op.nk", "--nats-system-creds", "s.creds"}, nil, "nats.account_seed_file required with nats.operator_seed_file"},
+		{"nats system creds alone", []string{"--nats-url", "nats://n:4222", "--nats-system-creds", "s.creds"}, nil, "nats.system_creds_file used only with nats.operator_seed_file"},
+		{"nats replicas", nil, []string{"COVE_NATS_STREAM_REPLICAS=0"}, "nats.stream_replicas"},
 		{"bad level", nil, []string{"COVE_LOG_LEVEL=loud"}, "log.level"},
-		{"lost_after under two heartbeats", nil, []string{"COVE_NODE_LOST_AFTER=2s"}, "node.lost_after"},
+		{"lost_after under two heartbeats", nil, []string{"COVE_NODE_LOST_AFTER=9s"}, "node.lost_after"},
+		{"lost_after under two given heartbeats", nil, []string{"COVE_NODE_HEARTBEAT_INTERVAL=1s", "COVE_NODE_LOST_AFTER=1500ms"}, "node.lost_after"},
+		{"heartbeat interval too short", nil, []string{"COVE_NODE_HEARTBEAT_INTERVAL=10ms"}, "node.heartbeat_interval"},
 		{"bad duration", nil, []string{"COVE_AUTH_ACCESS_TTL=soon"}, "bad configuration value"},
 		{"negative ttl", nil, []string{"COVE_AUTH_REFRESH_TTL=-1h"}, "auth.refresh_ttl"},
 		{"short secret", nil, []string{"COVE_AUTH_TOKEN_SECRET=short"}, "auth.token_secret"},
@@ -101,8 +112,10 @@ func TestPrintMasksSecrets(t *testing.T) {
 	c := config.Default()
 	c.Database.URL = "postgres://cove:hunter2@db:5432/cove"
 	c.Auth.TokenSecret = strings.Repeat("s", 40)
+	c.NATS.URL = "nats://cove:natspw1@a:4222, nats://cove:natspw2@b:4222"
+	c.NATS.AdvertiseURL = "nats://cove:natspw3@public:4222"
 	out := strings.Join(c.Print(), "\n")
-	if strings.Contains(out, "hunter2") || strings.Contains(out, c.Auth.TokenSecret) {
+	if strings.Contains(out, "hunter2") || strings.Contains(out, c.Auth.TokenSecret) || strings.Contains(out, "natspw") {
 		t.Fatalf("secret printed:\n%s", out)
 	}
 	if !strings.Contains(out, "postgres://cove:xxxxx@db:5432/cove") || !strings.Contains(out, "auth.token_secret = ****") {

@@ -95,6 +95,52 @@ func (v *env) do(t *testing.T, method, path, who, body string) (int, []byte) {
 	return res.StatusCode, b
 }
 
+// step is one request of a route test table: who sends what, the
+// status and error code expected, and what to do with the answer.
+type step struct {
+	name, method, pattern, who string
+	path, body                 func() string // nil: the pattern, no body
+	status                     int
+	code                       cove.Code
+	then                       func(body []byte)
+}
+
+// runSteps sends the steps in order, each answer checked against the
+// OpenAPI document; later steps use what earlier ones returned.
+func (v *env) runSteps(t *testing.T, steps []step) {
+	t.Helper()
+	for _, s := range steps {
+		path := s.pattern
+		if s.path != nil {
+			path = s.path()
+		}
+		body := ""
+		if s.body != nil {
+			body = s.body()
+		}
+		status, b := v.do(t, s.method, path, s.who, body)
+		if status != s.status {
+			t.Fatalf("%s: %s %s: status %d, want %d: %s", s.name, s.method, path, status, s.status, b)
+		}
+		if s.code != "" {
+			var e struct {
+				Code cove.Code `json:"code"`
+			}
+			if err := json.Unmarshal(b, &e); err != nil || e.Code != s.code {
+				t.Fatalf("%s: error %s, want code %s", s.name, b, s.code)
+			}
+		}
+		if status != 204 {
+			if sch := v.responseSchema(t, s.method, s.pattern, status); sch != nil {
+				validate(t, sch, b)
+			}
+		}
+		if s.then != nil {
+			s.then(b)
+		}
+	}
+}
+
 // responseSchema finds the documented schema of a response.
 func (v *env) responseSchema(t *testing.T, method, pattern string, status int) any {
 	t.Helper()

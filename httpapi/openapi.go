@@ -63,8 +63,11 @@ func (s *Server) buildOpenAPI() []byte {
 			ok["content"] = map[string]any{rt.rawOut: map[string]any{"schema": binary}}
 		}
 		op["responses"] = map[string]any{itoa(rt.status): ok, "default": errResp}
-		if rt.public {
+		switch {
+		case rt.public:
 			op["security"] = []any{}
+		case rt.peer:
+			op["security"] = []any{map[string]any{"nodeCertificate": []string{}}}
 		}
 		if paths[rt.path] == nil {
 			paths[rt.path] = map[string]any{}
@@ -81,8 +84,11 @@ func (s *Server) buildOpenAPI() []byte {
 		"security": []any{map[string]any{"bearer": []string{}}},
 		"paths":    paths,
 		"components": map[string]any{
-			"securitySchemes": map[string]any{"bearer": map[string]any{"type": "http", "scheme": "bearer"}},
-			"schemas":         map[string]any{"Error": schema(reflect.TypeFor[ErrorBody]())},
+			"securitySchemes": map[string]any{
+				"bearer":          map[string]any{"type": "http", "scheme": "bearer"},
+				"nodeCertificate": map[string]any{"type": "mutualTLS", "description": "a compute node's client certificate from Cove's certificate authority"},
+			},
+			"schemas": map[string]any{"Error": schema(reflect.TypeFor[ErrorBody]())},
 			"responses": map[string]any{"Error": map[string]any{
 				"description": "An error; see the code",
 				"content":     map[string]any{"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/Error"}}},

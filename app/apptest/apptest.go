@@ -1,6 +1,7 @@
 // Package apptest starts real control planes for tests: app.Main on a free
-// port with its own data dir, embedded NATS on a free port, and SQLite or a
-// fresh PostgreSQL database.
+// port with its own data dir, embedded NATS on a free port (or a real
+// external nats-server, UseExternalNATS), and SQLite or a fresh PostgreSQL
+// database.
 package apptest
 
 import (
@@ -21,6 +22,7 @@ import (
 	"github.com/covecompute/cove/app"
 	"github.com/covecompute/cove/config"
 	"github.com/covecompute/cove/identity"
+	"github.com/covecompute/cove/natsbus/natstest"
 )
 
 // PostgresEnv names the variable holding a PostgreSQL URL tests may create
@@ -86,6 +88,12 @@ func Config(dir, databaseURL string) config.Config {
 	c := config.Default()
 	c.DataDir = dir
 	c.HTTP.Addr = "127.0.0.1:0"
+	// Plain HTTP keeps the many API tests simple; the trust tests turn
+	// TLS on (config.TLSAuto), as `cove serve` has it by default.
+	c.HTTP.TLS.Mode = config.TLSOff
+	// Nodes heartbeat every second, so tests see them and lose them
+	// quickly (the default is 5 s).
+	c.Node.HeartbeatInterval = time.Second
 	c.NATS.Port = -1
 	c.Database.URL = databaseURL
 	c.Auth.Argon2 = identity.Argon2Params{MemoryKiB: 64, Time: 1, Threads: 1}
@@ -93,6 +101,19 @@ func Config(dir, databaseURL string) config.Config {
 	c.Auth.LoginBurstPerClient = 1000
 	c.Log.Level = "warn"
 	return c
+}
+
+// UseExternalNATS starts a real nats-server prepared as `cove nats init`
+// does and points c at it, so the control plane manages its account there
+// instead of running the embedded server. It skips the test when
+// nats-server is not installed.
+func UseExternalNATS(tb testing.TB, c *config.Config) {
+	tb.Helper()
+	n := natstest.StartExternal(tb)
+	c.NATS.URL = n.URL
+	c.NATS.OperatorSeedFile = n.OperatorSeedFile
+	c.NATS.SystemCredsFile = n.SystemCredsFile
+	c.NATS.AccountSeedFile = n.AccountSeedFile
 }
 
 // Start runs a control plane with cfg until the test ends.
