@@ -1,6 +1,7 @@
 package wasm
 
 import (
+	"sync"
 	"sync/atomic"
 
 	"github.com/tetratelabs/wazero/experimental"
@@ -19,14 +20,51 @@ type memory struct {
 	limit   uint64
 	refused atomic.Bool
 	peak    atomic.Uint64
+
+	mu    sync.Mutex
+	frees []func() // of the memories allocate mapped
 }
 
 var _ experimental.MemoryAllocator = (*memory)(nil)
 
-// Allocate returns the buffer for the module's one linear memory. wazero
-// caps max at 4 GiB, the most a 32-bit memory can address.
+// Allocate returns the buffer for the module's one linear memory: a
+// mapping of its own where the system offers one (memory_unix.go), else a
+// slice of the Go heap. wazero caps max at 4 GiB, the most a 32-bit memory
+// can address.
 func (m *memory) Allocate(_, max uint64) experimental.LinearMemory {
-	return &linearMemory{m: m, max: min(max, m.limit)}
+	max = min(max, m.limit)
+	if l := m.allocate(max); l != nil {
+		return l
+	}
+	return &linearMemory{m: m, max: max}
+}
+
+// track remembers free for release.
+func (m *memory) track(free func()) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.frees = append(m.frees, free)
+}
+
+// release frees what wazero did not, which it may skip when instantiation
+// fails. Call it once the module can run no more.
+func (m *memory) release() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, free := range m.frees {
+		free()
+	}
+	m.frees = nil
+}
+
+// sawPeak records size as the peak when it is the largest so far.
+func (m *memory) sawPeak(size uint64) {
+	for {
+		peak := m.peak.Load()
+		if size <= peak || m.peak.CompareAndSwap(peak, size) {
+			return
+		}
+	}
 }
 
 type linearMemory struct {
@@ -59,9 +97,7 @@ func (l *linearMemory) Reallocate(size uint64) []byte {
 		copy(grown, l.buf)
 		l.buf = grown
 	}
-	if size > l.m.peak.Load() {
-		l.m.peak.Store(size)
-	}
+	l.m.sawPeak(size)
 	return l.buf
 }
 

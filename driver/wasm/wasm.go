@@ -382,6 +382,7 @@ func (d *Driver) run(ctx context.Context, spec sandbox.Spec, limits sandbox.Limi
 
 	quota := newQuota(limits.DiskBytes, func() { cancel(errDiskFull) })
 	mem := &memory{limit: uint64(limits.MemoryBytes)}
+	defer mem.release()
 	cfg := moduleConfig(ctx, spec, newInputsFS(roots), newOutputsFS(spec.OutputDir, quota))
 
 	// The module runs on this goroutine; pinning it to its thread makes

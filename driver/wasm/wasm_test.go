@@ -638,3 +638,39 @@ func BenchmarkCompile(b *testing.B) {
 		})
 	}
 }
+
+// TestRunReleasesMemory checks a module's memory goes back to the system
+// when its run ends, however it ended: the memory is mapped outside the
+// Go heap, where nothing would collect it.
+func TestRunReleasesMemory(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("counts mappings in /proc/self/maps")
+	}
+	d := MustOpenDriver(t, wasm.Config{})
+	probe := samplestest.MustBuildWasm(t, "probe")
+	ok := Spec(t, probe, "exit", "0")
+	oom := Spec(t, probe, "alloc")
+	oom.Limits.MemoryBytes = 64 << 20
+	MustRun(t, context.Background(), d, ok).check(t, 0, sandbox.FailureNone) // compiles
+	before := mappings(t)
+	for range 10 {
+		MustRun(t, context.Background(), d, ok).check(t, 0, sandbox.FailureNone)
+		if r := MustRun(t, context.Background(), d, oom); r.Failure != sandbox.FailureOOM {
+			t.Fatalf("failure %q, want oom", r.Failure)
+		}
+	}
+	// 20 runs that each kept theirs would leave 20 more; allow for the Go
+	// runtime's own growth.
+	if after := mappings(t); after > before+8 {
+		t.Errorf("%d mappings after 20 runs, %d before: runs keep their memory", after, before)
+	}
+}
+
+func mappings(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.Count(b, []byte("\n"))
+}
