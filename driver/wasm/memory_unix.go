@@ -20,6 +20,7 @@ type mapped struct {
 	max       uint64
 	region    []byte // the whole reservation; nil once unmapped
 	committed uint64 // bytes readable and writable from the start
+	opened    bool   // Reallocate gave the module its initial memory
 	fallback  *linearMemory
 }
 
@@ -45,7 +46,7 @@ func (l *mapped) Reallocate(size uint64) []byte {
 		return l.fallback.Reallocate(size)
 	}
 	if size > l.max {
-		if l.committed > 0 {
+		if l.opened {
 			l.m.refused.Store(true)
 			return nil
 		}
@@ -61,6 +62,7 @@ func (l *mapped) Reallocate(size uint64) []byte {
 		}
 		l.committed = size
 	}
+	l.opened = true
 	l.m.sawPeak(size)
 	return l.region[:size:size]
 }

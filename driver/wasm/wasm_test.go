@@ -674,3 +674,43 @@ func mappings(t *testing.T) int {
 	}
 	return bytes.Count(b, []byte("\n"))
 }
+
+// TestRunOOMFromNoMemory checks the limit holds for a module whose memory
+// starts empty: growing it past the limit is refused, as for any other.
+func TestRunOOMFromNoMemory(t *testing.T) {
+	d := MustOpenDriver(t, wasm.Config{})
+	// _start grows a memory of 0 pages by 2,048 (128 MiB) and traps when
+	// that is refused.
+	body := []byte{
+		0x00,             // no locals
+		0x41, 0x80, 0x10, // i32.const 2048
+		0x40, 0x00, // memory.grow
+		0x41, 0x7f, // i32.const -1
+		0x46,       // i32.eq
+		0x04, 0x40, // if
+		0x00, // unreachable
+		0x0b, // end
+		0x0b, // end
+	}
+	m := []byte{
+		0x00, 'a', 's', 'm', 0x01, 0x00, 0x00, 0x00,
+		0x01, 0x04, 0x01, 0x60, 0x00, 0x00, // type section: () -> ()
+		0x03, 0x02, 0x01, 0x00, // function section: one function of type 0
+		0x05, 0x03, 0x01, 0x00, 0x00, // memory section: one memory, min 0, no max
+		0x07, 0x0a, 0x01, 0x06, '_', 's', 't', 'a', 'r', 't', 0x00, 0x00, // export _start
+		0x0a, byte(len(body) + 2), 0x01, byte(len(body)), // code section, one body
+	}
+	path := filepath.Join(t.TempDir(), "grow.wasm")
+	if err := os.WriteFile(path, append(m, body...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spec := Spec(t, path)
+	spec.Limits.MemoryBytes = 64 << 20
+	r := MustRun(t, context.Background(), d, spec)
+	if r.Failure != sandbox.FailureOOM {
+		t.Fatalf("failure %q (%s), exit %d, want oom", r.Failure, r.Detail, r.ExitCode)
+	}
+	// Under the limit, the same growth succeeds.
+	spec.Limits.MemoryBytes = 256 << 20
+	MustRun(t, context.Background(), d, spec).check(t, 0, sandbox.FailureNone)
+}
